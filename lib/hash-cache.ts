@@ -1,0 +1,59 @@
+/**
+ * SHA-256 of stored files, cached by file version (device, inode, size, mtime, ctime) so a
+ * changed file is hashed again. Hashing streams the open file asynchronously, so other
+ * connections keep being served; concurrent requests for one version share one pass.
+ */
+import { createHash } from 'node:crypto';
+import type { StoredFile } from './storage.js';
+
+export interface FileHash {
+  sha256: string;
+  size: number;
+}
+
+export class HashCache {
+  private readonly done = new Map<string, FileHash>();
+  private readonly running = new Map<string, Promise<FileHash>>();
+
+  constructor(private readonly maxEntries = 10_000) {}
+
+  /** The hash of an open file; takes ownership of `file` and closes it. */
+  async hash(file: StoredFile): Promise<FileHash> {
+    const cached = this.done.get(file.version);
+    if (cached) {
+      await file.close();
+      // Refresh its place: the Map's order is the eviction order.
+      this.done.delete(file.version);
+      this.done.set(file.version, cached);
+      return cached;
+    }
+    const running = this.running.get(file.version);
+    if (running) {
+      await file.close();
+      return running;
+    }
+    const job = this.compute(file).finally(() => this.running.delete(file.version));
+    this.running.set(file.version, job);
+    const result = await job;
+    this.done.set(file.version, result);
+    if (this.done.size > this.maxEntries) {
+      this.done.delete(this.done.keys().next().value as string);
+    }
+    return result;
+  }
+
+  private async compute(file: StoredFile): Promise<FileHash> {
+    const hash = createHash('sha256');
+    let size = 0;
+    if (file.size === 0) {
+      await file.close();
+    } else {
+      for await (const chunk of file.stream(0, file.size) as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        size += chunk.length;
+      }
+    }
+    if (size !== file.size) throw new Error('the file changed while it was hashed');
+    return { sha256: hash.digest('hex'), size };
+  }
+}

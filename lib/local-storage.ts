@@ -1,0 +1,304 @@
+/**
+ * Storage on a local directory. Uploads go to hidden temporary files in the root
+ * (`.ioe-upload-*.tmp`), are fsynced, then published with a primitive that cannot clobber
+ * (a hard link, then unlinking the temporary name) or, with `overwrite`, an atomic rename.
+ * Reads open the file once and check what the open descriptor really is, so a link swapped
+ * after the check cannot lead outside the root.
+ */
+import { constants, createReadStream } from 'node:fs';
+import {
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readlink,
+  realpath,
+  rename,
+  stat,
+  statfs,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { ProtocolError } from './errors.js';
+import { isInsideRoot, scanCatalog } from './catalog.js';
+import type { CatalogEntry, Storage, StoredFile, Upload } from './storage.js';
+
+/** Chunk size for reads: 1 MiB is where Node's file-to-socket path reaches its best. */
+export const READ_CHUNK_BYTES = 1024 * 1024;
+const TEMP_PREFIX = '.ioe-upload-';
+const TEMP_SUFFIX = '.tmp';
+
+export interface LocalStorageOptions {
+  /** Let an upload replace an existing file (atomically). */
+  overwrite?: boolean;
+}
+
+function errno(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function notFound(): ProtocolError {
+  return new ProtocolError('NOT_FOUND', 'no such media file');
+}
+
+/** Maps a write-side fault to the contract: a full disk is NO_SPACE, anything else a fault. */
+export function uploadFault(error: unknown): Error {
+  const code = errno(error);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new ProtocolError('NO_SPACE', 'the disk is full');
+  }
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+async function fsyncDirectory(path: string): Promise<void> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export class LocalStorage implements Storage {
+  readonly root: string;
+  private readonly overwrite: boolean;
+  private readonly locked = new Set<string>();
+  private readonly uploads = new Set<Upload>();
+  /** Bytes promised to uploads in progress, so that concurrent uploads cannot overcommit. */
+  private reserved = 0;
+
+  private constructor(root: string, options: LocalStorageOptions) {
+    this.root = root;
+    this.overwrite = options.overwrite ?? false;
+  }
+
+  /** Creates the root if missing and deletes temporary files left by a crash. */
+  static async open(root: string, options: LocalStorageOptions = {}): Promise<LocalStorage> {
+    await mkdir(root, { recursive: true });
+    const storage = new LocalStorage(await realpath(root), options);
+    await storage.removeLeftovers();
+    return storage;
+  }
+
+  private async removeLeftovers(): Promise<void> {
+    for (const name of await readdir(this.root)) {
+      if (name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX)) {
+        await unlink(join(this.root, name)).catch(() => undefined);
+      }
+    }
+  }
+
+  list(): Promise<CatalogEntry[]> {
+    return scanCatalog(this.root);
+  }
+
+  async open(name: string): Promise<StoredFile> {
+    const path = join(this.root, name);
+    let real: string;
+    try {
+      real = await realpath(path);
+    } catch {
+      throw notFound();
+    }
+    if (!isInsideRoot(this.root, real)) throw notFound();
+    // Refuse what is not a regular file before opening it: opening a FIFO or device could block.
+    const before = await stat(real).catch(() => undefined);
+    if (!before?.isFile()) throw notFound();
+    let handle: FileHandle;
+    try {
+      handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch {
+      throw notFound();
+    }
+    try {
+      const stats = await handle.stat({ bigint: true });
+      if (!stats.isFile()) throw notFound();
+      // What the descriptor really is, whatever happened to the path since realpath.
+      const opened = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => real);
+      if (!isInsideRoot(this.root, opened)) throw notFound();
+      return {
+        size: Number(stats.size),
+        version: `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`,
+        stream: (offset, length) =>
+          createReadStream('', {
+            fd: handle,
+            start: offset,
+            end: offset + length - 1,
+            highWaterMark: READ_CHUNK_BYTES,
+            autoClose: true,
+          }),
+        close: () => handle.close(),
+      };
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  /** EXISTS when the name is taken (without overwrite), is a folder, or a parent is a file. */
+  private async checkTarget(path: string): Promise<void> {
+    let stats;
+    try {
+      stats = await lstat(path);
+    } catch (error) {
+      if (errno(error) === 'ENOTDIR')
+        throw new ProtocolError('EXISTS', 'a parent folder is a file');
+      if (errno(error) !== 'ENOENT') throw error;
+      return this.checkParents(dirname(path));
+    }
+    if (!this.overwrite) throw new ProtocolError('EXISTS', 'a file of that name exists');
+    const target = await stat(path).catch(() => stats);
+    if (target.isDirectory()) throw new ProtocolError('EXISTS', 'a folder of that name exists');
+    await this.checkParents(dirname(path));
+  }
+
+  /** The deepest existing parent must be a folder inside the root. */
+  private async checkParents(dir: string): Promise<void> {
+    for (let current = dir; ; current = dirname(current)) {
+      let real: string;
+      try {
+        real = await realpath(current);
+      } catch (error) {
+        if (errno(error) === 'ENOENT') continue;
+        if (errno(error) === 'ENOTDIR')
+          throw new ProtocolError('EXISTS', 'a parent folder is a file');
+        throw error;
+      }
+      if (!isInsideRoot(this.root, real)) {
+        throw new ProtocolError('BAD_NAME', 'the name leads outside the media root');
+      }
+      if (!(await stat(real)).isDirectory()) {
+        throw new ProtocolError('EXISTS', 'a parent folder is a file');
+      }
+      return;
+    }
+  }
+
+  async beginUpload(name: string, size: number): Promise<Upload> {
+    const path = join(this.root, name);
+    if (this.locked.has(name))
+      throw new ProtocolError('LOCKED', 'an upload of that name is in progress');
+    this.locked.add(name);
+    let reserved = 0;
+    let handle: FileHandle | undefined;
+    const tempPath = join(
+      this.root,
+      `${TEMP_PREFIX}${randomBytes(12).toString('hex')}${TEMP_SUFFIX}`,
+    );
+    const release = (): void => {
+      this.locked.delete(name);
+      this.reserved -= reserved;
+      reserved = 0;
+    };
+    try {
+      await this.checkTarget(path);
+      const fs = await statfs(this.root);
+      if (fs.bavail * fs.bsize - this.reserved < size) {
+        throw new ProtocolError('NO_SPACE', 'not enough free disk space for the upload');
+      }
+      reserved = size;
+      this.reserved += size;
+      handle = await open(tempPath, 'wx', 0o644);
+    } catch (error) {
+      release();
+      throw error;
+    }
+    const file = handle;
+    let done = false;
+    let aborting: Promise<void> | undefined;
+
+    // Every caller (the sink, a FORCEQUIT) waits for the same deletion.
+    const abort = (): Promise<void> => {
+      if (done && !aborting) return Promise.resolve();
+      done = true;
+      aborting ??= (async () => {
+        this.uploads.delete(upload);
+        await file.close().catch(() => undefined);
+        await unlink(tempPath).catch(() => undefined);
+        release();
+      })();
+      return aborting;
+    };
+
+    const upload: Upload = {
+      write: async (chunks) => {
+        try {
+          let total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+          let pending = chunks;
+          while (total > 0) {
+            const { bytesWritten } = await file.writev(pending);
+            total -= bytesWritten;
+            if (total > 0) pending = [Buffer.concat(pending).subarray(bytesWritten)];
+          }
+        } catch (error) {
+          throw uploadFault(error);
+        }
+      },
+      publish: async () => {
+        try {
+          await file.sync();
+          await file.close();
+          await this.publish(tempPath, path);
+        } catch (error) {
+          await abort();
+          throw error instanceof ProtocolError ? error : uploadFault(error);
+        }
+        if (aborting) throw new Error('the upload was aborted while it was published');
+        done = true;
+        this.uploads.delete(upload);
+        release();
+      },
+      abort,
+    };
+    this.uploads.add(upload);
+    return upload;
+  }
+
+  /** Moves a complete, fsynced temporary file into place and makes that durable. */
+  private async publish(tempPath: string, path: string): Promise<void> {
+    const parent = dirname(path);
+    const created = await mkdir(parent, { recursive: true });
+    await this.checkParents(parent); // a folder swapped for a link meanwhile cannot lead out
+    if (this.overwrite) {
+      await rename(tempPath, path).catch((error) => {
+        if (errno(error) === 'EISDIR' || errno(error) === 'ENOTEMPTY') {
+          throw new ProtocolError('EXISTS', 'a folder of that name exists');
+        }
+        throw error;
+      });
+    } else {
+      try {
+        await link(tempPath, path);
+        await unlink(tempPath);
+      } catch (error) {
+        if (errno(error) === 'EEXIST')
+          throw new ProtocolError('EXISTS', 'a file of that name exists');
+        if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP'].includes(errno(error) ?? '')) throw error;
+        // A filesystem without hard links (FAT on a USB disk): check, then rename. Our own lock
+        // keeps other uploads of this name out; only an outside process could slip in between.
+        if (
+          await lstat(path).then(
+            () => true,
+            () => false,
+          )
+        ) {
+          throw new ProtocolError('EXISTS', 'a file of that name exists');
+        }
+        await rename(tempPath, path);
+      }
+    }
+    // fsync every folder whose entries changed: the new name's, and those mkdir created.
+    const top = created === undefined ? parent : dirname(created);
+    for (let dir = parent; ; dir = dirname(dir)) {
+      await fsyncDirectory(dir);
+      if (dir === top || dir === this.root) break;
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.uploads].map((upload) => upload.abort()));
+  }
+}

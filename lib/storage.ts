@@ -1,0 +1,55 @@
+/**
+ * The storage interface: everything the pipelines need from where media lives. The local
+ * directory is one implementation (local-storage.ts); an S3 object store will be another.
+ * Implementations throw ProtocolError for the contract's failures (NOT_FOUND, EXISTS, LOCKED,
+ * NO_SPACE, BAD_NAME) and plain errors for faults, which the server answers as INTERNAL.
+ */
+import type { Readable } from 'node:stream';
+import type { MediaType } from './media-names.js';
+
+export interface CatalogEntry {
+  type: MediaType;
+  name: string;
+  size: number;
+  mtime: Date;
+}
+
+/** A catalog file opened for reading: its size and bytes are those of this one open file. */
+export interface StoredFile {
+  readonly size: number;
+  /** Changes whenever the content may have changed; a cache key (HASH). */
+  readonly version: string;
+  /**
+   * Streams `length` bytes from `offset`, then closes the file. Call at most once; call
+   * `close()` instead when the bytes are not wanted.
+   */
+  stream(offset: number, length: number): Readable;
+  close(): Promise<void>;
+}
+
+/** An upload in progress: bytes go to a hidden temporary object until `publish`. */
+export interface Upload {
+  write(chunks: Buffer[]): Promise<void>;
+  /** Makes the bytes durable and visible under the name; EXISTS if the name was taken meanwhile. */
+  publish(): Promise<void>;
+  /** Deletes what was written. Safe to call more than once, and after a failed publish. */
+  abort(): Promise<void>;
+}
+
+export interface Storage {
+  /** The whole catalog, sorted by name in UTF-8 byte order. */
+  list(): Promise<CatalogEntry[]>;
+  /** Opens a catalog entry; NOT_FOUND for anything invisible. */
+  open(name: string): Promise<StoredFile>;
+  /** Starts an upload after the contract's checks: BAD_NAME, LOCKED, EXISTS, NO_SPACE, in order. */
+  beginUpload(name: string, size: number): Promise<Upload>;
+  /** Aborts every upload still in progress. */
+  close(): Promise<void>;
+}
+
+/** Sorts entries by the UTF-8 bytes of their names (the contract's order). */
+export function sortByName<T extends { name: string }>(entries: T[]): T[] {
+  const keyed = entries.map((entry) => ({ entry, key: Buffer.from(entry.name) }));
+  keyed.sort((a, b) => Buffer.compare(a.key, b.key));
+  return keyed.map(({ entry }) => entry);
+}

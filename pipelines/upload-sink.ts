@@ -1,0 +1,75 @@
+/**
+ * The length-limited sink: takes exactly `size` bytes into an upload, hashing SHA-256 on the
+ * way, and publishes it when the input ends complete. Short input, extra bytes, a write fault
+ * or `destroy()` abort the upload, which deletes the temporary file.
+ */
+import { createHash } from 'node:crypto';
+import { Writable } from 'node:stream';
+import type { Upload } from '../lib/storage.js';
+
+export interface UploadReceipt {
+  size: number;
+  sha256: string;
+}
+
+export interface UploadSinkOptions {
+  upload: Upload;
+  /** Exactly this many bytes must arrive before `end()`. */
+  size: number;
+}
+
+export class ShortInputError extends Error {
+  constructor(received: number, size: number) {
+    super(`the upload ended after ${received} of ${size} bytes`);
+    this.name = 'ShortInputError';
+  }
+}
+
+export interface UploadSink extends Writable {
+  /** Set once the upload is published ('finish'). */
+  receipt?: UploadReceipt;
+}
+
+export function uploadSink({ upload, size }: UploadSinkOptions): UploadSink {
+  const hash = createHash('sha256');
+  let received = 0;
+  let published = false;
+
+  const sink: UploadSink = new Writable({
+    highWaterMark: 1024 * 1024,
+    writev(entries, callback) {
+      const chunks = entries.map((entry) => entry.chunk as Buffer);
+      for (const chunk of chunks) {
+        received += chunk.length;
+        hash.update(chunk);
+      }
+      if (received > size) {
+        callback(new Error(`the upload sent more than its ${size} bytes`));
+        return;
+      }
+      upload.write(chunks).then(() => callback(), callback);
+    },
+    final(callback) {
+      if (received !== size) {
+        callback(new ShortInputError(received, size));
+        return;
+      }
+      upload.publish().then(() => {
+        published = true;
+        sink.receipt = { size, sha256: hash.digest('hex') };
+        callback();
+      }, callback);
+    },
+    destroy(error, callback) {
+      if (published) {
+        callback(error);
+        return;
+      }
+      upload.abort().then(
+        () => callback(error),
+        () => callback(error),
+      );
+    },
+  });
+  return sink;
+}

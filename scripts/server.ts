@@ -1,0 +1,154 @@
+#!/usr/bin/env node
+/**
+ * ioe-server: serves a media folder over protocol v1.
+ * Console (stdin): QUIT waits for transfers in flight, FORCEQUIT ends them now.
+ * SIGTERM and SIGINT act as QUIT; a second SIGINT at least 0.5 s later acts as FORCEQUIT.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import split2 from 'split2';
+import { DEFAULT_OPTIONS, MediaServer } from '../lib/server.js';
+import { createLogger, LOG_LEVELS } from '../lib/log.js';
+
+/** Exit within a second of FORCEQUIT even if deleting partial uploads hangs. */
+const FORCE_EXIT_MS = 900;
+/** One Ctrl-C under npm can deliver SIGINT twice at once; only a later one forces. */
+const SECOND_SIGINT_MS = 500;
+
+function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    if (!/^[0-9]+$/.test(value)) throw new InvalidArgumentError('not a whole number');
+    const parsed = Number(value);
+    if (parsed < min || parsed > max)
+      throw new InvalidArgumentError(`must be from ${min} to ${max}`);
+    return parsed;
+  };
+}
+
+const program = new Command('ioe-server')
+  .description('Serve a media folder (videos, music, pictures) over the IOE protocol v1.')
+  .option('--root <dir>', 'media root, created if missing', DEFAULT_OPTIONS.root)
+  .option('--host <host>', 'address to bind', DEFAULT_OPTIONS.host)
+  .option('--port <port>', 'port; 0 picks a free one', integer(0, 65535), DEFAULT_OPTIONS.port)
+  .option(
+    '--max-connections <n>',
+    'open connections at once',
+    integer(1),
+    DEFAULT_OPTIONS.maxConnections,
+  )
+  .option(
+    '--max-connections-per-ip <n>',
+    'open connections from one address; 0 for no limit',
+    integer(0),
+    0,
+  )
+  .option(
+    '--max-upload <bytes>',
+    'largest WRITE in bytes (default: no limit but free disk)',
+    integer(0),
+  )
+  .option(
+    '--idle-timeout <seconds>',
+    'close a connection idle this long; 0 turns it off',
+    integer(0),
+    120,
+  )
+  .option('--read-only', 'refuse every WRITE', false)
+  .option('--overwrite', 'let a WRITE replace an existing file atomically', false)
+  .addOption(
+    new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS).default('info'),
+  )
+  .showHelpAfterError();
+
+program.parse();
+const opts = program.opts<{
+  root: string;
+  host: string;
+  port: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  maxUpload?: number;
+  idleTimeout: number;
+  readOnly: boolean;
+  overwrite: boolean;
+  logLevel: string;
+}>();
+
+const logger = createLogger(opts.logLevel);
+
+async function main(): Promise<void> {
+  const server = await MediaServer.create({
+    root: opts.root,
+    host: opts.host,
+    port: opts.port,
+    maxConnections: opts.maxConnections,
+    maxConnectionsPerIp: opts.maxConnectionsPerIp,
+    maxUpload: opts.maxUpload,
+    idleTimeoutSeconds: opts.idleTimeout,
+    readOnly: opts.readOnly,
+    overwrite: opts.overwrite,
+    logger,
+  });
+  const address = await server.listen();
+  logger.info({ root: opts.root, ...address }, 'ready');
+  process.stdout.write(`listening on ${address.address}:${address.port}\n`);
+
+  let forcing = false;
+  const forceQuit = (): void => {
+    if (forcing) return;
+    forcing = true;
+    process.stdout.write('FORCEQUIT: closing every connection now\n');
+    setTimeout(() => process.exit(0), FORCE_EXIT_MS).unref();
+    server.forceQuit().then(
+      () => process.exit(0),
+      () => process.exit(0),
+    );
+  };
+
+  let quitStarted = 0;
+  const quit = (): void => {
+    if (server.isQuitting) return;
+    quitStarted = Date.now();
+    const left = server.connectionCount;
+    process.stdout.write(
+      left === 0
+        ? 'QUIT: no connections open, shutting down\n'
+        : `QUIT: waiting for ${left} connection(s) to finish; type FORCEQUIT to end them now\n`,
+    );
+    server.on('connections', (count: number) => {
+      if (count > 0) {
+        process.stdout.write(`QUIT: ${count} connection(s) left; type FORCEQUIT to end them now\n`);
+      }
+    });
+    server.quit().then(
+      () => {
+        process.stdout.write('QUIT: all connections closed, bye\n');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+
+  process.stdin.pipe(split2()).on('data', (line: string) => {
+    const command = line.trim().toUpperCase();
+    if (command === 'QUIT') quit();
+    else if (command === 'FORCEQUIT') forceQuit();
+    else if (command !== '') process.stdout.write('console commands: QUIT, FORCEQUIT\n');
+  });
+  // End of stdin is not a command: the server may run detached.
+  process.stdin.on('error', () => undefined);
+
+  process.on('SIGTERM', quit);
+  process.on('SIGINT', () => {
+    if (server.isQuitting && Date.now() - quitStarted >= SECOND_SIGINT_MS) forceQuit();
+    else quit();
+  });
+}
+
+main().catch((error: unknown) => {
+  logger.fatal({ err: error }, 'the server could not start');
+  process.stderr.write(`ioe-server: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});
