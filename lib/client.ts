@@ -1,0 +1,316 @@
+/**
+ * The IOE client library: one TCP connection, any number of requests in flight. Requests are
+ * sent in order (a WRITE's payload goes out whole before the next command line) and replies
+ * are matched to them in order.
+ *
+ * Replies arrive through the same binary-safe frame splitter the server uses: READ payloads
+ * share the socket with reply lines, so a text splitter (split2) would corrupt them. The
+ * splitter's `payloadLength` hook is where replies are decoded, in arrival order.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import { Readable, Writable } from 'node:stream';
+import { once } from 'node:events';
+import { isErrorCode, ProtocolError } from './errors.js';
+import { parseMediaType, type MediaType } from './media-names.js';
+import type { CatalogEntry } from './storage.js';
+import { frameSplitter, type Frame } from '../pipelines/frame-splitter.js';
+
+export { ProtocolError } from './errors.js';
+export type { CatalogEntry } from './storage.js';
+
+export interface ConnectOptions {
+  host?: string;
+  port?: number;
+}
+
+export interface ReadOptions {
+  offset?: number;
+  length?: number;
+}
+
+export interface WriteReceipt {
+  size: number;
+  sha256: string;
+}
+
+export interface HashResult {
+  sha256: string;
+  size: number;
+}
+
+/** A READ's bytes. `size` resolves with the announced byte count once the header arrives. */
+export interface ReadReply extends Readable {
+  size: Promise<number>;
+}
+
+/** A request waiting for its reply; `line` returns the payload bytes that follow the line. */
+interface Pending {
+  line(text: string): { done: boolean; payload?: number };
+  fail(error: Error): void;
+}
+
+const MAX_REPLY_LINE = 1024 * 1024;
+
+/** Parses `ERR <CODE> <message>`. */
+function parseError(text: string): ProtocolError {
+  const match = /^ERR ([A-Z_]+) ?(.*)$/.exec(text);
+  const code = match?.[1] ?? '';
+  if (!match || !isErrorCode(code))
+    return new ProtocolError('INTERNAL', `unexpected reply: ${text}`);
+  return new ProtocolError(code, match[2]);
+}
+
+function okFields(text: string): string[] {
+  if (text !== 'OK' && !text.startsWith('OK ')) throw new Error(`unexpected reply: ${text}`);
+  return text.split(' ').slice(1);
+}
+
+function parseCount(field: string | undefined): number {
+  const value = Number(field);
+  if (field === undefined || !/^[0-9]+$/.test(field) || !Number.isSafeInteger(value)) {
+    throw new Error(`malformed count in reply: ${field}`);
+  }
+  return value;
+}
+
+/** Parses a LIST line; extra tab-separated fields after the fourth are ignored. */
+export function parseEntry(text: string): CatalogEntry {
+  const [typeField, name, size, mtime] = text.split('\t');
+  const type = parseMediaType(typeField ?? '');
+  if (type === undefined || name === undefined || mtime === undefined) {
+    throw new Error(`malformed LIST line: ${text}`);
+  }
+  return { type, name, size: parseCount(size), mtime: new Date(mtime) };
+}
+
+export class IoeClient {
+  private readonly socket: Socket;
+  private readonly pending: Pending[] = [];
+  /** READ replies whose payload is still arriving, in order. */
+  private readonly payloadTargets: { stream: Readable; left: number }[] = [];
+  private resumeReceive?: () => void;
+  private sendQueue: Promise<void> = Promise.resolve();
+  private closedWith?: Error;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    const splitter = frameSplitter({
+      maxLineBytes: MAX_REPLY_LINE,
+      payloadLength: (line) => this.onReplyLine(line),
+    });
+    const receiver = new Writable({
+      objectMode: true,
+      write: (frame: Frame, _encoding, callback) => this.onFrame(frame, callback),
+    });
+    socket.pipe(splitter).pipe(receiver);
+    splitter.on('error', (error) => socket.destroy(error));
+    socket.on('error', (error) => this.shutdown(error));
+    socket.on('close', () => this.shutdown(this.closedWith ?? new Error('the connection closed')));
+  }
+
+  static async connect(options: ConnectOptions = {}): Promise<IoeClient> {
+    const socket = netConnect({ host: options.host ?? '127.0.0.1', port: options.port ?? 10000 });
+    socket.setNoDelay(true);
+    await once(socket, 'connect');
+    return new IoeClient(socket);
+  }
+
+  /** The catalog, optionally of one type. */
+  list(type?: MediaType): Promise<CatalogEntry[]> {
+    return new Promise((resolve, reject) => {
+      const entries: CatalogEntry[] = [];
+      let remaining: number | undefined;
+      this.request(type ? `LIST,${type}` : 'LIST', {
+        line: (text) => {
+          if (remaining === undefined) {
+            remaining = parseCount(okFields(text)[0]);
+          } else {
+            entries.push(parseEntry(text));
+            remaining--;
+          }
+          if (remaining > 0) return { done: false };
+          resolve(entries);
+          return { done: true };
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  /** A file's bytes, from `offset`, at most `length` of them. */
+  read(name: string, options: ReadOptions = {}): ReadReply {
+    let announce!: (size: number) => void;
+    let refuse!: (error: Error) => void;
+    const size = new Promise<number>((resolve, reject) => {
+      announce = resolve;
+      refuse = reject;
+    });
+    size.catch(() => undefined); // the stream's 'error' is where callers hear about it
+    const stream = new Readable({ read: () => this.resumeReceive?.() }) as ReadReply;
+    stream.size = size;
+    let command = `READ,${name}`;
+    if (options.offset !== undefined || options.length !== undefined)
+      command += `,${options.offset ?? 0}`;
+    if (options.length !== undefined) command += `,${options.length}`;
+    this.request(command, {
+      line: (text) => {
+        const count = parseCount(okFields(text)[0]);
+        announce(count);
+        if (count === 0) stream.push(null);
+        else this.payloadTargets.push({ stream, left: count });
+        return { done: true, payload: count };
+      },
+      fail: (error) => {
+        refuse(error);
+        stream.destroy(error);
+      },
+    });
+    return stream;
+  }
+
+  /** Uploads exactly `size` bytes from `source`; resolves with the server's receipt. */
+  write(name: string, source: Readable | Buffer, size: number): Promise<WriteReceipt> {
+    return new Promise((resolve, reject) => {
+      this.request(
+        `WRITE,${name},${size}`,
+        {
+          line: (text) => {
+            const [sent, sha256] = okFields(text);
+            resolve({ size: parseCount(sent), sha256: sha256 ?? '' });
+            return { done: true };
+          },
+          fail: reject,
+        },
+        () => this.sendPayload(Buffer.isBuffer(source) ? Readable.from([source]) : source, size),
+      );
+    });
+  }
+
+  /** The SHA-256 and size of a file as it is now. */
+  hash(name: string): Promise<HashResult> {
+    return new Promise((resolve, reject) => {
+      this.request(`HASH,${name}`, {
+        line: (text) => {
+          const [sha256, size] = okFields(text);
+          resolve({ sha256: sha256 ?? '', size: parseCount(size) });
+          return { done: true };
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  /** Says BYE after every request sent so far, and waits for the server to close. */
+  async close(): Promise<void> {
+    if (this.socket.destroyed) return;
+    const closed = once(this.socket, 'close');
+    const bye = new Promise<void>((resolve, reject) => {
+      this.request('BYE', { line: () => (resolve(), { done: true }), fail: reject });
+    });
+    await bye.catch(() => undefined);
+    this.socket.end();
+    await closed;
+  }
+
+  /** Drops the connection now; requests in flight fail. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private request(command: string, pending: Pending, sendPayload?: () => Promise<void>): void {
+    if (this.closedWith) {
+      pending.fail(this.closedWith);
+      return;
+    }
+    if (/[\r\n]/.test(command)) {
+      pending.fail(new ProtocolError('BAD_REQUEST', 'a name cannot hold a line break'));
+      return;
+    }
+    this.sendQueue = this.sendQueue.then(async () => {
+      if (this.closedWith) {
+        pending.fail(this.closedWith);
+        return;
+      }
+      this.pending.push(pending);
+      if (!this.socket.write(command + '\n')) await this.drained();
+      if (sendPayload) await sendPayload();
+    });
+  }
+
+  private async drained(): Promise<void> {
+    await Promise.race([once(this.socket, 'drain'), once(this.socket, 'close')]);
+  }
+
+  /** Sends exactly `size` bytes; anything else would break the framing, so it closes. */
+  private async sendPayload(source: Readable, size: number): Promise<void> {
+    let sent = 0;
+    try {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        sent += chunk.length;
+        if (sent > size) throw new Error(`the source holds more than the ${size} bytes announced`);
+        if (!this.socket.write(chunk)) await this.drained();
+        if (this.socket.destroyed) return;
+      }
+      if (sent < size) throw new Error(`the source ended after ${sent} of ${size} bytes`);
+    } catch (error) {
+      this.closedWith = error instanceof Error ? error : new Error(String(error));
+      this.socket.destroy();
+    }
+  }
+
+  /** Decodes one reply line, in arrival order; returns how many raw bytes follow it. */
+  private onReplyLine(raw: Buffer): number {
+    const text = raw.toString('utf8').replace(/\r$/, '');
+    const head = this.pending[0];
+    try {
+      if (text.startsWith('ERR ')) {
+        const error = parseError(text);
+        if (error.closes) this.closedWith = error;
+        if (head) {
+          this.pending.shift();
+          head.fail(error);
+        }
+        return 0;
+      }
+      if (!head) throw new Error(`reply with no request: ${text}`);
+      const { done, payload = 0 } = head.line(text);
+      if (done) this.pending.shift();
+      return payload;
+    } catch (error) {
+      this.closedWith = error instanceof Error ? error : new Error(String(error));
+      this.socket.destroy();
+      return 0;
+    }
+  }
+
+  private onFrame(frame: Frame, callback: () => void): void {
+    if (frame.kind !== 'payload') {
+      callback();
+      return;
+    }
+    const target = this.payloadTargets[0];
+    if (!target) {
+      callback();
+      return;
+    }
+    target.left -= frame.chunk.length;
+    // A reader that gave up (destroyed its stream) still has its bytes drained, to stay in step.
+    const more = target.stream.destroyed || target.stream.push(frame.chunk);
+    if (target.left === 0) {
+      this.payloadTargets.shift();
+      if (!target.stream.destroyed) target.stream.push(null);
+    }
+    if (more || target.left === 0) callback();
+    else this.resumeReceive = () => ((this.resumeReceive = undefined), callback());
+  }
+
+  private shutdown(error: Error): void {
+    this.closedWith ??= error;
+    for (const pending of this.pending.splice(0)) pending.fail(this.closedWith);
+    for (const target of this.payloadTargets.splice(0)) target.stream.destroy(this.closedWith);
+  }
+}
+
+export function connect(options: ConnectOptions = {}): Promise<IoeClient> {
+  return IoeClient.connect(options);
+}
