@@ -146,7 +146,15 @@ export class IoeClient {
       refuse = reject;
     });
     size.catch(() => undefined); // the stream's 'error' is where callers hear about it
-    const stream = new Readable({ read: () => this.resumeReceive?.() }) as ReadReply;
+    const stream = new Readable({
+      read: () => this.resumeReceive?.(),
+      // A consumer that gives up never calls read() again: if the receiver is paused on this
+      // stream, let it go on (onFrame drains the rest), or every later reply would stall.
+      destroy: (error, callback) => {
+        if (this.payloadTargets[0]?.stream === stream) this.resumeReceive?.();
+        callback(error);
+      },
+    }) as ReadReply;
     stream.size = size;
     let command = `READ,${name}`;
     if (options.offset !== undefined || options.length !== undefined)
@@ -237,8 +245,17 @@ export class IoeClient {
     });
   }
 
-  private async drained(): Promise<void> {
-    await Promise.race([once(this.socket, 'drain'), once(this.socket, 'close')]);
+  /** Waits for the socket to drain (or close), removing both listeners either way. */
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
   }
 
   /** Sends exactly `size` bytes; anything else would break the framing, so it closes. */
