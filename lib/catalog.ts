@@ -24,10 +24,20 @@ export function isInsideRoot(root: string, real: string): boolean {
     .some((segment) => segment.startsWith('.'));
 }
 
+/**
+ * Running out of descriptors or memory is a fault, not a missing file: the scan fails (the
+ * client gets INTERNAL) rather than answer a catalog with files silently left out.
+ */
+function rethrowFault(error: unknown): void {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM') throw error;
+}
+
 async function statOrUndefined(path: string): Promise<Stats | undefined> {
   try {
     return await stat(path);
-  } catch {
+  } catch (error) {
+    rethrowFault(error);
     return undefined;
   }
 }
@@ -48,7 +58,8 @@ export async function scanCatalog(rootReal: string): Promise<CatalogEntry[]> {
     let dirents;
     try {
       dirents = await readdir(dir, { withFileTypes: true, encoding: 'buffer' });
-    } catch {
+    } catch (error) {
+      rethrowFault(error);
       return; // vanished or unreadable: its files are simply not listed
     }
     const files: (() => Promise<void>)[] = [];
@@ -70,7 +81,7 @@ export async function scanCatalog(rootReal: string): Promise<CatalogEntry[]> {
         if (isValidName(name)) files.push(() => addFile(path, name));
       } else if (dirent.isSymbolicLink()) {
         files.push(async () => {
-          const real = await realpath(path).catch(() => undefined);
+          const real = await realpath(path).catch((error: unknown) => rethrowFault(error));
           if (real === undefined || !isInsideRoot(rootReal, real)) return;
           const stats = await statOrUndefined(real);
           if (stats?.isDirectory()) folders.push([real, name]);

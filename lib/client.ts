@@ -91,6 +91,8 @@ export class IoeClient {
   private resumeReceive?: () => void;
   private sendQueue: Promise<void> = Promise.resolve();
   private closedWith?: Error;
+  /** A reply could not be decoded: the stream is out of step, so later lines mean nothing. */
+  private outOfStep = false;
 
   private constructor(socket: Socket) {
     this.socket = socket;
@@ -277,6 +279,9 @@ export class IoeClient {
 
   /** Decodes one reply line, in arrival order; returns how many raw bytes follow it. */
   private onReplyLine(raw: Buffer): number {
+    // The rest of a chunk still arrives after a bad line; it must neither answer a request
+    // nor replace the first error, which is the one worth reporting.
+    if (this.outOfStep) return 0;
     const text = raw.toString('utf8').replace(/\r$/, '');
     const head = this.pending[0];
     try {
@@ -294,6 +299,7 @@ export class IoeClient {
       if (done) this.pending.shift();
       return payload;
     } catch (error) {
+      this.outOfStep = true;
       this.closedWith = error instanceof Error ? error : new Error(String(error));
       this.socket.destroy();
       return 0;

@@ -214,11 +214,13 @@ export class LocalStorage implements Storage {
     const abort = (): Promise<void> => {
       if (done && !aborting) return Promise.resolve();
       done = true;
+      // The upload stays in `uploads` until its file is gone, so that close() (QUIT after a
+      // FORCEQUIT began, or the reverse) waits for this deletion instead of missing it.
       aborting ??= (async () => {
-        this.uploads.delete(upload);
         await file.close().catch(() => undefined);
         await unlink(tempPath).catch(() => undefined);
         release();
+        this.uploads.delete(upload);
       })();
       return aborting;
     };

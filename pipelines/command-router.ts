@@ -330,7 +330,8 @@ export class CommandRouter extends Transform {
       inbound.result = this.replyError(error);
     }
     this.expectPayload(inbound);
-    if (inbound.left === 0) await this.completeWrite(inbound);
+    // A rejected WRITE of 0 bytes was finished (and recorded) by expectPayload already.
+    if (inbound.left === 0 && this.inbound === inbound) await this.completeWrite(inbound);
   }
 
   private expectPayload(inbound: Inbound): void {

@@ -1,0 +1,350 @@
+#!/usr/bin/env node
+/**
+ * The IOE benchmark (issue 4): the server against its baselines, interleaved round by round on
+ * the loopback. Prints the machine, a table of medians, min–max and ratios on stdout, the
+ * targets it checks, and writes every sample as JSON and a chart as SVG under --out.
+ *
+ *   npm run bench                   # full run
+ *   npm run bench -- --quick        # smoke run, under 2 minutes
+ *   npm run bench -- --only read,write --rounds 7
+ *
+ * Progress goes to stderr. Fixtures live under --dir (default /tmp/ioe-bench), never in the repo.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { arch, cpus, loadavg, platform, release, totalmem } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { renderChart } from './bench/chart.js';
+import {
+  GiB,
+  MiB,
+  ensureFile,
+  ensureFiles,
+  listName,
+  smallName,
+  warmPageCache,
+} from './bench/fixtures.js';
+import { findExecutable, nginxVersion, openFilesLimit } from './bench/proc.js';
+import {
+  SCENARIOS,
+  fixturesNeeded,
+  paths,
+  type BenchConfig,
+  type Context,
+} from './bench/scenarios.js';
+import {
+  atLeast,
+  below,
+  fileTimestamp,
+  formatSummaryTable,
+  formatTargets,
+  median,
+  parseOnly,
+  series,
+  summaryRows,
+  type Sample,
+  type TargetCheck,
+} from './bench/stats.js';
+
+function positive(value: string): number {
+  if (!/^[1-9][0-9]*$/.test(value)) throw new InvalidArgumentError('not a positive whole number');
+  return Number(value);
+}
+
+const program = new Command('bench')
+  .description('Benchmark the IOE server against raw-node and nginx baselines on 127.0.0.1.')
+  .option('--quick', 'smoke run: small files, 3 rounds, fewer clients (under 2 minutes)', false)
+  .option('--rounds <n>', 'measured rounds after the warm-up (default 5; 3 with --quick)', positive)
+  .option('--out <dir>', 'where the JSON samples and the SVG chart go', 'bench-results')
+  .option('--dir <dir>', 'bench dir for fixtures, logs and scratch files', '/tmp/ioe-bench')
+  .option(
+    '--only <ids>',
+    `scenarios to run, comma-separated: ${SCENARIOS.map((s) => s.id).join(',')}`,
+  )
+  .option('--no-nginx', 'skip the nginx baseline even if nginx is installed')
+  .showHelpAfterError();
+program.parse();
+const opts = program.opts<{
+  quick: boolean;
+  rounds?: number;
+  out: string;
+  dir: string;
+  only?: string;
+  nginx: boolean;
+}>();
+
+function configFor(): BenchConfig {
+  const nginx = opts.nginx ? findExecutable('nginx') : undefined;
+  const common = { dir: resolve(opts.dir), nginx, smallBytes: 64 * 1024 };
+  const slowThrottle = { every: 64 * 1024, pauseMs: 10 };
+  if (opts.quick) {
+    return {
+      ...common,
+      quick: true,
+      rounds: opts.rounds ?? 3,
+      bigBytes: 128 * MiB,
+      smallClients: 50,
+      smallReads: 10,
+      listCount: 10_000,
+      listRepeats: 3,
+      slowClients: 20,
+      slowBytes: 32 * MiB,
+      slowSeconds: 3,
+      slowThrottle,
+      connHeld: 200,
+      connActive: 20,
+      connBytes: 16 * MiB,
+      rssSafetyMb: 4000,
+    };
+  }
+  return {
+    ...common,
+    quick: false,
+    rounds: opts.rounds ?? 5,
+    bigBytes: GiB,
+    smallClients: 200,
+    smallReads: 20,
+    listCount: 100_000,
+    listRepeats: 5,
+    slowClients: 100,
+    slowBytes: 256 * MiB,
+    slowSeconds: 20,
+    slowThrottle,
+    connHeld: 1000,
+    connActive: 100,
+    connBytes: 64 * MiB,
+    rssSafetyMb: 8000,
+  };
+}
+
+const log = (message: string): void => {
+  process.stderr.write(message + '\n');
+};
+
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+function commandLine(): { command: string; npm?: string } {
+  const node = [process.execPath, ...process.argv.slice(1)].map(shellQuote).join(' ');
+  const viaNpm = process.env.npm_lifecycle_event === 'bench';
+  const args = process.argv.slice(2).map(shellQuote).join(' ');
+  return { command: node, npm: viaNpm ? `npm run bench${args ? ` -- ${args}` : ''}` : undefined };
+}
+
+function machine() {
+  const list = cpus();
+  return {
+    node: process.version,
+    platform: `${platform()} ${release()} ${arch()}`,
+    cpus: list.length,
+    cpuModel: list[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((totalmem() / GiB) * 10) / 10,
+  };
+}
+
+async function prepare(ctx: Context, ids: string[]): Promise<void> {
+  const { config, paths: p } = ctx;
+  const need = fixturesNeeded(ids);
+  await mkdir(p.logs, { recursive: true });
+  await mkdir(p.rawUploads, { recursive: true });
+  const made = (what: string, fresh: boolean) => log(`  ${what}: ${fresh ? 'made' : 'reused'}`);
+  if (need.big) {
+    made(`${p.bigName} (${config.bigBytes / MiB} MiB)`, await ensureFile(p.big, config.bigBytes));
+    await warmPageCache(p.big);
+  }
+  if (need.slow) {
+    const path = join(p.media, p.slowName);
+    made(`${p.slowName} (${config.slowBytes / MiB} MiB)`, await ensureFile(path, config.slowBytes));
+    await warmPageCache(path);
+  }
+  if (need.conn) {
+    const path = join(p.media, p.connName);
+    made(`${p.connName} (${config.connBytes / MiB} MiB)`, await ensureFile(path, config.connBytes));
+    await warmPageCache(path);
+  }
+  if (need.small) {
+    const count = config.smallClients * config.smallReads;
+    const fresh = await ensureFiles(p.smallDir, count, config.smallBytes, smallName);
+    made(`small/ (${count} × ${config.smallBytes / 1024} KiB)`, fresh > 0);
+  }
+  if (need.list) {
+    let last = 0;
+    const fresh = await ensureFiles(p.listRoot, config.listCount, 200, listName, (done) => {
+      if (done - last >= 20_000) {
+        last = done;
+        log(`    list fixture: ${done}/${config.listCount}`);
+      }
+    });
+    made(`${p.listRoot} (${config.listCount} .jpg files)`, fresh > 0);
+  }
+}
+
+function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
+  const value = (scenario: string, peer: string, metric: string) =>
+    median(series(samples, scenario, peer, metric));
+  const worst = (scenario: string, peer: string, metric: string) => {
+    const values = series(samples, scenario, peer, metric);
+    return values.length ? Math.max(...values) : NaN;
+  };
+  const total = (scenario: string, peer: string, metric: string) => {
+    const measured = samples.filter((s) => s.scenario === scenario && s.peer === peer && !s.warmup);
+    return measured.length ? measured.reduce((sum, s) => sum + (s.metrics[metric] ?? 0), 0) : NaN;
+  };
+  const ratioOf = (scenario: string, metric: string) =>
+    value(scenario, 'ioe', metric) / value(scenario, 'raw-node', metric);
+  const ran = (id: string) => samples.some((s) => s.scenario === id);
+  const checks: TargetCheck[] = [];
+  if (ran('read')) checks.push(atLeast('READ MB/s vs raw-node', ratioOf('read', 'mb_s'), 0.9));
+  if (ran('write')) checks.push(atLeast('WRITE MB/s vs raw-node', ratioOf('write', 'mb_s'), 0.9));
+  if (ran('small')) {
+    checks.push(atLeast('many-small ops/s vs raw-node', ratioOf('small', 'ops_s'), 0.8));
+    checks.push(below('many-small errors (all rounds)', total('small', 'ioe', 'errors'), 1, ''));
+  }
+  if (ran('list')) {
+    const n = config.listCount;
+    checks.push(
+      below(`LIST ${n} first call (median)`, value('list', 'ioe', 'first_ms'), 2000, 'ms'),
+    );
+    checks.push(
+      below(`LIST ${n} repeated (median)`, value('list', 'ioe', 'repeated_ms'), 500, 'ms'),
+    );
+  }
+  if (ran('slow')) {
+    const label = `peak RSS, ${config.slowClients} slow readers (worst round)`;
+    checks.push(below(label, worst('slow', 'ioe', 'peak_rss_mb'), 150, 'MB'));
+  }
+  if (ran('conns')) {
+    const label = `peak RSS, ${config.connHeld} connections (worst round)`;
+    checks.push(below(label, worst('conns', 'ioe', 'peak_rss_mb'), 300, 'MB'));
+    checks.push(
+      below(`errors, ${config.connHeld} connections`, total('conns', 'ioe', 'errors'), 1, ''),
+    );
+  }
+  return checks;
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const config = configFor();
+  const ids = parseOnly(
+    opts.only,
+    SCENARIOS.map((s) => s.id),
+  );
+  const ctx: Context = { config, paths: paths(config), samples: [], log };
+  const cmd = commandLine();
+  const info = machine();
+  const limit = openFilesLimit();
+  const fdNeed = 2 * config.connHeld + 200;
+
+  const head: string[] = ['IOE media server benchmark'];
+  if (cmd.npm) head.push(`command: ${cmd.npm}`);
+  head.push(`${cmd.npm ? '  which runs: ' : 'command: '}${cmd.command}`);
+  head.push(
+    `node ${info.node}, ${info.platform}, ${info.cpus} × ${info.cpuModel}, ${info.memoryGiB} GiB RAM`,
+  );
+  const load = loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
+  head.push(
+    `load average (1/5/15 min): ${load}` +
+      (loadavg()[0] > info.cpus / 2
+        ? ' — other processes are busy: expect noisy numbers (interleaving keeps ratios fair)'
+        : ''),
+  );
+  if (config.nginx) head.push(`nginx: ${nginxVersion(config.nginx)} (${config.nginx})`);
+  else if (!opts.nginx) head.push('nginx: skipped (--no-nginx)');
+  else
+    head.push('nginx: not found, its baseline is skipped; install it with: apt-get install nginx');
+  head.push(
+    `ulimit -n: ${limit}` +
+      (limit < fdNeed
+        ? ` — TOO LOW: the connections scenario needs about ${fdNeed} (bench + server); run \`ulimit -n 65536\` first`
+        : ' (enough)'),
+  );
+  head.push(
+    `mode: ${config.quick ? 'quick' : 'full'}; ${config.rounds} measured rounds after 1 warm-up, ` +
+      `peers interleaved each round; scenarios: ${ids.join(', ')}`,
+  );
+  head.push(`bench dir: ${config.dir}; results: ${resolve(opts.out)}`);
+  console.log(head.join('\n') + '\n');
+
+  log('fixtures:');
+  await prepare(ctx, ids);
+
+  for (const scenario of SCENARIOS.filter((s) => ids.includes(s.id))) {
+    const t = Date.now();
+    log(`\n${scenario.id}: ${scenario.title}`);
+    await scenario.run(ctx);
+    log(`  (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+  }
+
+  const ran = SCENARIOS.filter((s) => ids.includes(s.id));
+  const rows = ran.flatMap((s) => summaryRows(s, ctx.samples));
+  const checks = targets(config, ctx.samples);
+  const sizes =
+    `read/write ${config.bigBytes / MiB} MiB; small ${config.smallClients} clients × ${config.smallReads} ` +
+    `reads of ${config.smallBytes / 1024} KiB; list ${config.listCount} entries; slow ${config.slowClients} ` +
+    `clients × ${config.slowBytes / MiB} MiB for at most ${config.slowSeconds} s; conns ${config.connHeld} ` +
+    `held, ${config.connActive} of them downloading ${config.connBytes / MiB} MiB`;
+  console.log(`results (${sizes}):\n`);
+  console.log(formatSummaryTable(rows));
+  console.log('\ntargets:\n');
+  console.log(formatTargets(checks));
+  const withNotes = ctx.samples.filter((s) => s.notes?.length);
+  if (withNotes.length) {
+    console.log('\nnotes:');
+    for (const s of withNotes)
+      console.log(`  ${s.scenario} ${s.peer} round ${s.round}: ${s.notes!.join('; ')}`);
+  }
+
+  const out = resolve(opts.out);
+  await mkdir(out, { recursive: true });
+  const stamp = fileTimestamp(started);
+  const jsonPath = join(out, `bench-${stamp}.json`);
+  const svgPath = join(out, `bench-${stamp}.svg`);
+  const finished = new Date();
+  await writeFile(
+    jsonPath,
+    JSON.stringify(
+      {
+        command: cmd,
+        startedAt: started.toISOString(),
+        finishedAt: finished.toISOString(),
+        machine: {
+          ...info,
+          openFilesLimit: limit,
+          nginx: config.nginx && nginxVersion(config.nginx),
+        },
+        config,
+        scenarios: ran.map(({ id, title, subject, peers, metrics }) => ({
+          id,
+          title,
+          subject,
+          peers,
+          metrics,
+        })),
+        samples: ctx.samples,
+        summary: rows,
+        targets: checks,
+      },
+      (_key, value: unknown) =>
+        typeof value === 'number' && !Number.isFinite(value) ? null : value,
+      2,
+    ) + '\n',
+  );
+  const title = `IOE benchmark ${started.toISOString()} (${config.quick ? 'quick' : 'full'}, ${config.rounds} rounds) — node ${info.node}, ${info.cpus} CPUs`;
+  await writeFile(svgPath, await renderChart(ran, ctx.samples, title));
+  console.log(`\nsamples: ${jsonPath}\nchart:   ${svgPath}`);
+  console.log(
+    `load average at the end: ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
+  console.log(`took ${((finished.getTime() - started.getTime()) / 1000).toFixed(0)} s`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+  process.exit(1);
+});

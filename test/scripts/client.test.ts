@@ -1,0 +1,308 @@
+// The `ioe` CLI end to end: the built dist/scripts/client.js as a child process, against an
+// in-process MediaServer on a free port, in a temporary working directory.
+import t, { type Test } from 'tap';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MediaServer } from '../../lib/server.js';
+
+const CLI = fileURLToPath(new URL('../../dist/scripts/client.js', import.meta.url));
+
+interface Env {
+  root: string;
+  cwd: string;
+  port: number;
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function setup(tt: Test): Promise<Env> {
+  const root = await mkdtemp(join(tmpdir(), 'ioe-cli-root-'));
+  const cwd = await mkdtemp(join(tmpdir(), 'ioe-cli-cwd-'));
+  const server = await MediaServer.create({ root, port: 0 });
+  const { port } = await server.listen();
+  tt.teardown(async () => {
+    await server.forceQuit();
+    await rm(root, { recursive: true, force: true });
+    await rm(cwd, { recursive: true, force: true });
+  });
+  return { root, cwd, port };
+}
+
+/** Runs `ioe ...args`; IOE_PORT is `port` unless `port` is undefined. Never rejects. */
+function ioe(cwd: string, port: number | undefined, ...args: string[]): Promise<Run> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.IOE_HOST;
+  delete env.IOE_PORT;
+  if (port !== undefined) env.IOE_PORT = String(port);
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { cwd, env }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+async function put(dir: string, name: string, content: Buffer | string): Promise<void> {
+  await mkdir(dirname(join(dir, name)), { recursive: true });
+  await writeFile(join(dir, name), content);
+}
+
+/** A port on which nothing listens (bound, then released). */
+async function deadPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+/** Checks a failed run: exit code 1, exactly one line on stderr matching `pattern`. */
+function failsWith(tt: Test, run: Run, pattern: RegExp, what: string): void {
+  tt.equal(run.code, 1, `${what}: exit code 1`);
+  const lines = run.stderr.trimEnd().split('\n');
+  tt.equal(lines.length, 1, `${what}: one line on stderr`);
+  tt.match(run.stderr, pattern, `${what}: stderr says why`);
+  tt.equal(run.stdout, '', `${what}: nothing on stdout`);
+}
+
+t.test('list on an empty server prints a plain sentence', async (t) => {
+  const { cwd, port } = await setup(t);
+  const run = await ioe(cwd, port, 'list');
+  t.equal(run.code, 0, 'exit code 0');
+  t.match(run.stdout, /no media files/i, 'says there are no media files');
+  t.equal(run.stdout.trim().split('\n').length, 1, 'one sentence');
+  t.equal(run.stderr, '', 'nothing on stderr');
+
+  const json = await ioe(cwd, port, 'list', '--json');
+  t.equal(json.code, 0, '--json exit code 0');
+  t.same(JSON.parse(json.stdout), [], '--json prints an empty array');
+});
+
+t.test('put, then list, list --json and list TYPE show it', async (t) => {
+  const { root, cwd, port } = await setup(t);
+  const song = randomBytes(300_000);
+  await put(cwd, 'song.mp3', song);
+  await put(cwd, 'photo.jpg', 'a photo');
+
+  const up = await ioe(cwd, port, 'put', 'song.mp3');
+  t.equal(up.code, 0, 'put exits 0');
+  t.match(up.stdout, sha256(song), 'put prints the sha256');
+  t.equal(up.stderr, '', 'no progress bar output on a non-TTY stderr');
+  t.ok((await readFile(join(root, 'song.mp3'))).equals(song), 'the server stored the bytes');
+  t.equal((await ioe(cwd, port, 'put', 'photo.jpg')).code, 0, 'second put exits 0');
+
+  const listed = await ioe(cwd, port, 'list');
+  t.equal(listed.code, 0, 'list exits 0');
+  t.equal(listed.stderr, '', 'list: nothing on stderr');
+  const lines = listed.stdout.trim().split('\n');
+  t.equal(lines.length, 2, 'one line per file');
+  t.match(lines[0], /picture.*photo\.jpg$/, 'photo.jpg first, with its type');
+  t.match(lines[1], /music.*song\.mp3$/, 'song.mp3 second, with its type');
+
+  const json = await ioe(cwd, port, 'list', '--json');
+  t.equal(json.code, 0, 'list --json exits 0');
+  const entries = JSON.parse(json.stdout) as {
+    type: string;
+    name: string;
+    size: number;
+    mtime: string;
+  }[];
+  t.same(
+    entries.map(({ type, name, size }) => ({ type, name, size })),
+    [
+      { type: 'picture', name: 'photo.jpg', size: 7 },
+      { type: 'music', name: 'song.mp3', size: song.length },
+    ],
+    'JSON entries',
+  );
+  for (const entry of entries) {
+    t.notOk(Number.isNaN(Date.parse(entry.mtime)), `${entry.name}: mtime is a date`);
+  }
+
+  const music = await ioe(cwd, port, 'list', 'music');
+  t.equal(music.code, 0, 'list music exits 0');
+  t.match(music.stdout, 'song.mp3', 'music lists the song');
+  t.notMatch(music.stdout, 'photo.jpg', 'music does not list the photo');
+
+  const pictures = await ioe(cwd, port, 'list', 'Picture', '--json');
+  t.same(
+    (JSON.parse(pictures.stdout) as { name: string }[]).map((e) => e.name),
+    ['photo.jpg'],
+    'list Picture --json (case-insensitive type) lists only the photo',
+  );
+
+  const videos = await ioe(cwd, port, 'list', 'video');
+  t.equal(videos.code, 0, 'list video exits 0');
+  t.match(videos.stdout, /no video files/i, 'an empty type is said in words');
+});
+
+t.test('put --as stores under the given name, folders included', async (t) => {
+  const { root, cwd, port } = await setup(t);
+  const data = randomBytes(5000);
+  await put(cwd, 'local.bin', data);
+  const run = await ioe(cwd, port, 'put', 'local.bin', '--as', 'folder/name.mp3');
+  t.equal(run.code, 0, 'exit code 0');
+  t.equal(run.stderr, '', 'nothing on stderr');
+  t.ok((await readFile(join(root, 'folder/name.mp3'))).equals(data), 'stored under folder/');
+  const listed = await ioe(cwd, port, 'list');
+  t.match(listed.stdout, /music.*folder\/name\.mp3/, 'listed with its folder');
+});
+
+t.test('get saves an identical file, -o saves elsewhere', async (t) => {
+  const { root, cwd, port } = await setup(t);
+  const clip = randomBytes(3 * 1024 * 1024 + 5);
+  await put(root, 'dir/clip.mp4', clip);
+
+  const run = await ioe(cwd, port, 'get', 'dir/clip.mp4');
+  t.equal(run.code, 0, 'exit code 0');
+  t.equal(run.stderr, '', 'no progress output on a non-TTY stderr');
+  t.match(run.stdout, sha256(clip), 'prints the sha256');
+  t.ok((await readFile(join(cwd, 'clip.mp4'))).equals(clip), 'saved under the base name');
+  t.same((await readdir(cwd)).sort(), ['clip.mp4'], 'no .part left behind');
+
+  await mkdir(join(cwd, 'sub'));
+  const other = await ioe(cwd, port, 'get', 'dir/clip.mp4', '-o', 'sub/saved.mp4');
+  t.equal(other.code, 0, '-o exit code 0');
+  t.ok((await readFile(join(cwd, 'sub/saved.mp4'))).equals(clip), '-o saves to the path');
+  t.same(await readdir(join(cwd, 'sub')), ['saved.mp4'], 'only the file in sub/');
+
+  await put(root, 'empty.ogg', '');
+  const empty = await ioe(cwd, port, 'get', 'empty.ogg');
+  t.equal(empty.code, 0, 'an empty file downloads');
+  t.same(await readFile(join(cwd, 'empty.ogg')), Buffer.alloc(0), 'and is empty');
+});
+
+t.test('get refuses to overwrite without --force', async (t) => {
+  const { root, cwd, port } = await setup(t);
+  const remote = randomBytes(10_000);
+  await put(root, 'song.flac', remote);
+  await put(cwd, 'song.flac', 'mine, keep it');
+
+  const refused = await ioe(cwd, port, 'get', 'song.flac');
+  failsWith(t, refused, /exists.*--force/, 'existing target');
+  t.equal(await readFile(join(cwd, 'song.flac'), 'utf8'), 'mine, keep it', 'file untouched');
+
+  const forced = await ioe(cwd, port, 'get', 'song.flac', '--force');
+  t.equal(forced.code, 0, '--force exits 0');
+  t.ok((await readFile(join(cwd, 'song.flac'))).equals(remote), '--force replaces it');
+});
+
+t.test('get --resume continues a .part; a corrupt .part fails the SHA-256 check', async (t) => {
+  const { root, cwd, port } = await setup(t);
+  const movie = randomBytes(2 * 1024 * 1024 + 333);
+  await put(root, 'movie.mkv', movie);
+
+  await put(cwd, 'movie.mkv.part', movie.subarray(0, 1024 * 1024 + 7));
+  const resumed = await ioe(cwd, port, 'get', 'movie.mkv', '--resume');
+  t.equal(resumed.code, 0, 'resume exits 0');
+  t.equal(resumed.stderr, '', 'nothing on stderr');
+  t.ok((await readFile(join(cwd, 'movie.mkv'))).equals(movie), 'the resumed file is whole');
+  t.same(await readdir(cwd), ['movie.mkv'], 'the .part became the file');
+
+  // A .part whose bytes differ from the server's: only the rest is fetched, so the result
+  // cannot match, and nothing is kept.
+  await rm(join(cwd, 'movie.mkv'));
+  const corrupt = Buffer.from(movie.subarray(0, 500_000));
+  corrupt[1234] = (corrupt[1234]! + 1) % 256;
+  await put(cwd, 'movie.mkv.part', corrupt);
+  const failed = await ioe(cwd, port, 'get', 'movie.mkv', '--resume');
+  failsWith(t, failed, /SHA-256/, 'corrupt .part');
+  t.same(await readdir(cwd), [], 'no final file and no .part left');
+
+  // A .part as long as the file: nothing left to fetch, still verified and kept.
+  await put(cwd, 'movie.mkv.part', movie);
+  const complete = await ioe(cwd, port, 'get', 'movie.mkv', '--resume');
+  t.equal(complete.code, 0, 'a complete .part exits 0');
+  t.ok((await readFile(join(cwd, 'movie.mkv'))).equals(movie), 'and becomes the file');
+
+  // A .part longer than the file.
+  await rm(join(cwd, 'movie.mkv'));
+  await put(cwd, 'movie.mkv.part', Buffer.concat([movie, Buffer.from('extra')]));
+  const tooLong = await ioe(cwd, port, 'get', 'movie.mkv', '--resume');
+  failsWith(t, tooLong, /longer than/, '.part longer than the file');
+});
+
+t.test('hash prints the same sha256 as crypto', async (t) => {
+  const { root, cwd, port } = await setup(t);
+  const data = randomBytes(123_456);
+  await put(root, 'pics/p.png', data);
+  const run = await ioe(cwd, port, 'hash', 'pics/p.png');
+  t.equal(run.code, 0, 'exit code 0');
+  t.equal(run.stderr, '', 'nothing on stderr');
+  const [sha, size, name] = run.stdout.trim().split(/\s+/);
+  t.equal(sha, sha256(data), 'sha256');
+  t.equal(size, String(data.length), 'size');
+  t.equal(name, 'pics/p.png', 'name');
+});
+
+t.test('errors: one line on stderr and exit code 1', async (t) => {
+  const { cwd, port } = await setup(t);
+
+  const missing = await ioe(cwd, port, 'get', 'missing.mp3');
+  failsWith(t, missing, /NOT_FOUND/, 'get of a missing file');
+  t.same(await readdir(cwd), [], 'get of a missing file leaves nothing');
+
+  failsWith(t, await ioe(cwd, port, 'hash', 'missing.mp3'), /NOT_FOUND/, 'hash of a missing file');
+  failsWith(t, await ioe(cwd, port, 'get', 'notes.txt'), /UNSUPPORTED_TYPE/, 'get of a .txt');
+
+  await put(cwd, 'twice.mp3', randomBytes(2 * 1024 * 1024));
+  t.equal((await ioe(cwd, port, 'put', 'twice.mp3')).code, 0, 'first put succeeds');
+  failsWith(t, await ioe(cwd, port, 'put', 'twice.mp3'), /EXISTS/, 'second put');
+  failsWith(t, await ioe(cwd, port, 'put', 'absent.mp3'), /absent\.mp3/, 'put of a missing file');
+
+  const dead = await deadPort();
+  const refused = await ioe(cwd, dead, 'list');
+  failsWith(
+    t,
+    refused,
+    new RegExp(`cannot connect to 127\\.0\\.0\\.1:${dead}`),
+    'nothing listening',
+  );
+
+  // Another kind of server on the port: its first line is reported, nothing else.
+  const http = createServer((socket) =>
+    socket.once('data', () => socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n')),
+  );
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => http.close());
+  const wrongService = await ioe(cwd, (http.address() as AddressInfo).port, 'list');
+  failsWith(t, wrongService, /unexpected reply: HTTP\/1\.1 400/, 'not an IOE server');
+
+  const badType = await ioe(cwd, port, 'list', 'films');
+  t.not(badType.code, 0, 'a bad TYPE exits non-zero');
+  t.match(badType.stderr, /video, music or picture/, 'and says which types exist');
+  t.equal(badType.stdout, '', 'a bad TYPE prints nothing on stdout');
+});
+
+t.test('--port works without IOE_PORT and wins over it', async (t) => {
+  const { root, cwd, port } = await setup(t);
+  await put(root, 'a.mp3', 'aaa');
+  const flag = await ioe(cwd, undefined, '--port', String(port), 'list');
+  t.equal(flag.code, 0, '--port without IOE_PORT exits 0');
+  t.match(flag.stdout, 'a.mp3', '--port reaches the server');
+
+  const dead = await deadPort();
+  const both = await ioe(cwd, dead, '--port', String(port), 'hash', 'a.mp3');
+  t.equal(both.code, 0, '--port overrides a wrong IOE_PORT');
+  t.match(both.stdout, sha256('aaa'), 'and reaches the server');
+
+  const envOnly = await ioe(cwd, dead, 'list');
+  t.equal(envOnly.code, 1, 'IOE_PORT alone is used (it points nowhere here)');
+
+  const badPort = await ioe(cwd, undefined, '--port', 'nope', 'list');
+  t.not(badPort.code, 0, 'a malformed --port exits non-zero');
+});

@@ -1,0 +1,118 @@
+/**
+ * The idle timeout (SECURITY.md, "Hostile clients"): a client cannot hold a connection open by
+ * trickling bytes that never make a command, and a reader that stops reading a big READ is
+ * dropped, while other clients keep being served.
+ */
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MediaServer } from '../../lib/server.js';
+import { connect } from '../../lib/client.js';
+
+const IDLE_SECONDS = 1;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/** A sleep that does not keep the process alive: an upper bound to race against. */
+const bound = (ms: number): Promise<void> =>
+  new Promise((resolve) => setTimeout(resolve, ms).unref());
+
+function connectRaw(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ port, host: '127.0.0.1' });
+    socket.on('error', () => undefined);
+    socket.once('connect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+async function startServer(t: Test, files: Record<string, Buffer>) {
+  const base = mkdtempSync(join(tmpdir(), 'ioe-idle-'));
+  const root = join(base, 'media');
+  mkdirSync(root);
+  for (const [name, data] of Object.entries(files)) writeFileSync(join(root, name), data);
+  const server = await MediaServer.create({ root, port: 0, idleTimeoutSeconds: IDLE_SECONDS });
+  const { port } = await server.listen();
+  t.teardown(async () => {
+    await server.forceQuit();
+    rmSync(base, { recursive: true, force: true });
+  });
+  return { server, port };
+}
+
+t.test('a client trickling an unfinished line is closed after the idle timeout', async (t) => {
+  const { port } = await startServer(t, { 'a.mp3': Buffer.from('tune') });
+  const socket = await connectRaw(port);
+  t.teardown(() => socket.destroy());
+  const opened = Date.now();
+  let received = '';
+  socket.on('data', (chunk: Buffer) => (received += chunk.toString()));
+  const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+
+  // One byte every 200 ms of a line that never ends: bytes, but never a whole command.
+  const line = 'LIST,music'.padEnd(100, 'x');
+  let sent = 0;
+  const trickle = setInterval(() => {
+    if (!socket.destroyed && sent < line.length) socket.write(line[sent++]);
+  }, 200);
+  t.teardown(() => clearInterval(trickle));
+
+  const limit = (IDLE_SECONDS + 1) * 1000;
+  const at = await Promise.race([closed, bound(limit + 3000).then(() => undefined)]);
+  clearInterval(trickle);
+  t.ok(at !== undefined, 'the server closed the connection');
+  const elapsed = (at ?? Infinity) - opened;
+  t.comment(`closed after ${elapsed} ms, ${sent} bytes trickled`);
+  t.ok(elapsed <= limit, `within the idle timeout + 1 s (${elapsed} ms)`);
+  t.ok(elapsed >= IDLE_SECONDS * 1000 - 100, 'and not before the idle timeout');
+  t.match(received, /^ERR TIMEOUT /, 'with ERR TIMEOUT');
+});
+
+t.test('a reader that stops reading is dropped; others are still served', async (t) => {
+  const size = 32 * 1024 * 1024; // far more than the socket buffers hold
+  const { server, port } = await startServer(t, {
+    'big.mp4': randomBytes(size),
+    'small.mp3': Buffer.from('a small tune'),
+  });
+  const reader = await connectRaw(port);
+  t.teardown(() => reader.destroy());
+  let received = 0;
+  let header = '';
+  reader.on('data', (chunk: Buffer) => {
+    if (!header.includes('\n')) header += chunk.subarray(0, 32).toString('latin1');
+    received += chunk.length;
+  });
+  const readerClosed = new Promise<void>((resolve) => reader.once('close', () => resolve()));
+  reader.write('READ,big.mp4\n');
+  while (received < 1024 * 1024) await sleep(10);
+  t.match(header, new RegExp(`^OK ${size}\n`), 'the READ started');
+  reader.pause(); // stops reading: the server's writes back up
+  const paused = Date.now();
+
+  // Another client keeps working meanwhile, with commands closer together than the timeout.
+  const other = await connect({ port });
+  t.teardown(() => other.destroy());
+  let served = 0;
+  let droppedAt: number | undefined;
+  while (Date.now() - paused < (IDLE_SECONDS + 3) * 1000) {
+    const entries = await other.list();
+    if (entries.length === 2) served++;
+    if (droppedAt === undefined && server.connectionCount === 1) droppedAt = Date.now();
+    if (droppedAt !== undefined && Date.now() - droppedAt > 500) break;
+    await sleep(200);
+  }
+  t.ok(droppedAt !== undefined, 'the stalled reader was dropped');
+  const after = (droppedAt ?? Infinity) - paused;
+  t.comment(`dropped ${after} ms after it stopped reading; the other client was served ${served}x`);
+  t.ok(after <= (IDLE_SECONDS + 2) * 1000, 'soon after the idle timeout');
+  t.ok(served >= 3, 'the other client was served all along');
+  t.equal(server.connectionCount, 1, 'the other client is still connected');
+
+  reader.resume(); // what was already in flight arrives, then the connection ends short
+  await Promise.race([readerClosed, bound(5000)]);
+  t.ok(reader.destroyed || reader.readableEnded, 'the reader sees the connection closed');
+  t.ok(received < size + header.indexOf('\n') + 1, `it got only part of the file (${received})`);
+  t.equal((await other.list()).length, 2, 'and the other client is still served');
+});
