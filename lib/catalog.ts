@@ -28,7 +28,7 @@ export function isInsideRoot(root: string, real: string): boolean {
  * Running out of descriptors or memory is a fault, not a missing file: the scan fails (the
  * client gets INTERNAL) rather than answer a catalog with files silently left out.
  */
-function rethrowFault(error: unknown): void {
+export function rethrowFault(error: unknown): void {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM') throw error;
 }

@@ -23,7 +23,7 @@ import {
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { ProtocolError } from './errors.js';
-import { isInsideRoot, scanCatalog } from './catalog.js';
+import { isInsideRoot, rethrowFault, scanCatalog } from './catalog.js';
 import type { CatalogEntry, Storage, StoredFile, Upload } from './storage.js';
 
 /** Chunk size for reads: 1 MiB is where Node's file-to-socket path reaches its best. */
@@ -100,7 +100,8 @@ export class LocalStorage implements Storage {
     let real: string;
     try {
       real = await realpath(path);
-    } catch {
+    } catch (error) {
+      rethrowFault(error); // out of descriptors is a fault, not a missing file
       throw notFound();
     }
     if (!isInsideRoot(this.root, real)) throw notFound();
@@ -110,7 +111,8 @@ export class LocalStorage implements Storage {
     let handle: FileHandle;
     try {
       handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    } catch {
+    } catch (error) {
+      rethrowFault(error);
       throw notFound();
     }
     try {

@@ -29,7 +29,8 @@ const FORBIDDEN_CHARACTERS = /[\u0000-\u001f\u007f\\]/;
 export function mediaTypeOf(name: string): MediaType | undefined {
   const dot = name.lastIndexOf('.');
   if (dot < 0 || name.indexOf('/', dot) >= 0) return undefined;
-  return TYPE_BY_EXTENSION.get(name.slice(dot).toLowerCase());
+  // ASCII-only folding: a Unicode fold would let the Kelvin sign (U+212A) pass for `k`.
+  return TYPE_BY_EXTENSION.get(name.slice(dot).replace(/[A-Z]+/g, (s) => s.toLowerCase()));
 }
 
 /** Parses a LIST type argument (case-insensitive), or undefined if it names no type. */

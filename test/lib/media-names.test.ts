@@ -252,3 +252,10 @@ t.test('parseMediaType (LIST types) is case-insensitive', async (t) => {
     t.equal(parseMediaType(bad), undefined, JSON.stringify(bad));
   }
 });
+
+t.test('extensions fold ASCII case only: the Kelvin sign is not a k', (t) => {
+  t.equal(mediaTypeOf('a.m\u212Av'), undefined);
+  t.equal(mediaTypeOf('a.MKV'), 'video');
+  t.throws(() => checkName('a.m\u212Av'), { code: 'UNSUPPORTED_TYPE' });
+  t.end();
+});
