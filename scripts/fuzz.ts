@@ -29,20 +29,11 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, InvalidArgumentError } from 'commander';
+import { integer } from '../lib/cli-options.js';
+import { Command } from 'commander';
 
 // ---------------------------------------------------------------------------------------------
 // Options
-
-function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (value: string): number => {
-    if (!/^[0-9]+$/.test(value)) throw new InvalidArgumentError('not a whole number');
-    const parsed = Number(value);
-    if (parsed < min || parsed > max)
-      throw new InvalidArgumentError(`must be from ${min} to ${max}`);
-    return parsed;
-  };
-}
 
 const program = new Command('fuzz')
   .description('Fuzz a freshly started IOE media server with random and mutated requests.')

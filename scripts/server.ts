@@ -4,7 +4,8 @@
  * Console (stdin): QUIT waits for transfers in flight, FORCEQUIT ends them now.
  * SIGTERM and SIGINT act as QUIT; a second SIGINT at least 0.5 s later acts as FORCEQUIT.
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { integer } from '../lib/cli-options.js';
+import { Command, Option } from 'commander';
 import split2 from 'split2';
 import { DEFAULT_OPTIONS, MediaServer } from '../lib/server.js';
 import { createLogger, LOG_LEVELS } from '../lib/log.js';
@@ -13,16 +14,6 @@ import { createLogger, LOG_LEVELS } from '../lib/log.js';
 const FORCE_EXIT_MS = 900;
 /** One Ctrl-C under npm can deliver SIGINT twice at once; only a later one forces. */
 const SECOND_SIGINT_MS = 500;
-
-function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (value: string): number => {
-    if (!/^[0-9]+$/.test(value)) throw new InvalidArgumentError('not a whole number');
-    const parsed = Number(value);
-    if (parsed < min || parsed > max)
-      throw new InvalidArgumentError(`must be from ${min} to ${max}`);
-    return parsed;
-  };
-}
 
 const program = new Command('ioe-server')
   .description('Serve a media folder (videos, music, pictures) over the IOE protocol v1.')

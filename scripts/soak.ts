@@ -33,21 +33,12 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { integer } from '../lib/cli-options.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { IoeClient, ProtocolError, type CatalogEntry } from '../lib/client.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
-
-function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (value: string): number => {
-    if (!/^[0-9]+$/.test(value)) throw new InvalidArgumentError('not a whole number');
-    const parsed = Number(value);
-    if (parsed < min || parsed > max)
-      throw new InvalidArgumentError(`must be from ${min} to ${max}`);
-    return parsed;
-  };
-}
 
 function seconds(value: string): number {
   const parsed = Number(value);
