@@ -23,7 +23,8 @@ import {
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { ProtocolError } from './errors.js';
-import { isInsideRoot, rethrowFault, scanCatalog } from './catalog.js';
+import { isInsideRoot, rethrowFault } from './catalog.js';
+import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
 import type { CatalogEntry, Storage, StoredFile, Upload } from './storage.js';
 
 /** Chunk size for reads: 1 MiB is where Node's file-to-socket path reaches its best. */
@@ -34,6 +35,8 @@ const TEMP_SUFFIX = '.tmp';
 export interface LocalStorageOptions {
   /** Let an upload replace an existing file (atomically). */
   overwrite?: boolean;
+  /** The LIST cache (lib/catalog-cache.ts): on by default. */
+  catalog?: CatalogCacheOptions;
 }
 
 function errno(error: unknown): string | undefined {
@@ -69,10 +72,13 @@ export class LocalStorage implements Storage {
   private readonly uploads = new Set<Upload>();
   /** Bytes promised to uploads in progress, so that concurrent uploads cannot overcommit. */
   private reserved = 0;
+  /** The last catalog scan, kept until a publish or a change on disk (inotify) drops it. */
+  readonly catalog: CatalogCache;
 
   private constructor(root: string, options: LocalStorageOptions) {
     this.root = root;
     this.overwrite = options.overwrite ?? false;
+    this.catalog = new CatalogCache(root, options.catalog);
   }
 
   /** Creates the root if missing and deletes temporary files left by a crash. */
@@ -92,7 +98,7 @@ export class LocalStorage implements Storage {
   }
 
   list(): Promise<CatalogEntry[]> {
-    return scanCatalog(this.root);
+    return this.catalog.list();
   }
 
   async open(name: string): Promise<StoredFile> {
@@ -263,6 +269,16 @@ export class LocalStorage implements Storage {
 
   /** Moves a complete, fsynced temporary file into place and makes that durable. */
   private async publish(tempPath: string, path: string): Promise<void> {
+    try {
+      await this.movePublished(tempPath, path);
+    } finally {
+      // Before the WRITE's OK: a LIST on any connection after it must see the file. inotify
+      // would tell the cache too, but later.
+      this.catalog.invalidate();
+    }
+  }
+
+  private async movePublished(tempPath: string, path: string): Promise<void> {
     const parent = dirname(path);
     const created = await mkdir(parent, { recursive: true });
     await this.checkParents(parent); // a folder swapped for a link meanwhile cannot lead out
@@ -303,6 +319,7 @@ export class LocalStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    this.catalog.close(); // its watchers; LIST still works, without the cache
     await Promise.all([...this.uploads].map((upload) => upload.abort()));
   }
 }

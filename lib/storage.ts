@@ -43,13 +43,9 @@ export interface Storage {
   open(name: string): Promise<StoredFile>;
   /** Starts an upload after the contract's checks: BAD_NAME, LOCKED, EXISTS, NO_SPACE, in order. */
   beginUpload(name: string, size: number): Promise<Upload>;
-  /** Aborts every upload still in progress. */
+  /**
+   * Aborts every upload still in progress and lets go of what the store holds open (the local
+   * store's folder watchers). The server calls it when it quits; LIST may still be answered.
+   */
   close(): Promise<void>;
-}
-
-/** Sorts entries by the UTF-8 bytes of their names (the contract's order). */
-export function sortByName<T extends { name: string }>(entries: T[]): T[] {
-  const keyed = entries.map((entry) => ({ entry, key: Buffer.from(entry.name) }));
-  keyed.sort((a, b) => Buffer.compare(a.key, b.key));
-  return keyed.map(({ entry }) => entry);
 }

@@ -220,6 +220,30 @@ t.test('WRITE then READ, HASH and LIST; parent folders are created', async (t) =
   t.equal(await c.readLine(), `OK ${EMPTY_SHA} 0`);
 });
 
+t.test(
+  "LIST on any connection after a WRITE's OK lists the file; so do outside changes",
+  async (t) => {
+    const { connect, root } = await startServer(t);
+    const writer = await connect();
+    const reader = await connect();
+    t.same(names(await list(reader)), []);
+    t.same(names(await list(reader)), [], 'twice (the second from the cache)');
+    for (let i = 0; i < 10; i++) {
+      await writer.send(write(`f${i}.mp3`, 'x'.repeat(i)));
+      t.equal(code(await writer.readLine()), 'OK');
+      t.equal(
+        (await list(reader)).length,
+        i + 1,
+        `after WRITE ${i + 1}, the other connection lists it`,
+      );
+    }
+    await writeFile(join(root, 'outside.jpg'), 'copied in');
+    t.ok(names(await list(reader)).includes('outside.jpg'), 'a file copied in is listed at once');
+    await rm(join(root, 'outside.jpg'));
+    t.notOk(names(await list(reader)).includes('outside.jpg'), 'and unlisted once deleted');
+  },
+);
+
 t.test('names with commas parse as the contract says', async (t) => {
   const { connect } = await startServer(t);
   const c = await connect();

@@ -7,7 +7,18 @@ import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -237,6 +248,38 @@ t.test('the default root ./media is created if missing', async (t) => {
   cli.type('FORCEQUIT');
   await cli.waitExit();
 });
+
+t.test(
+  'LIST shows a file copied into the root at once (the catalog cache is never stale)',
+  async (t) => {
+    const cli = await startCli(t);
+    await writeFile(join(cli.root, 'a.mp3'), 'tune');
+    const c = await cli.connect();
+    const list = async (): Promise<string[]> => {
+      await c.send('LIST\n');
+      const head = await c.readLine();
+      const match = /^OK (\d+)$/.exec(head);
+      if (!match) throw new Error(`unexpected LIST reply: ${head}`);
+      const lines = await c.readLines(Number(match[1]));
+      return lines.map((line) => line.split('\t').slice(1, 3).join(' '));
+    };
+    t.same(await list(), ['a.mp3 4']);
+    t.same(await list(), ['a.mp3 4'], 'again (from the cache)');
+    await copyFile(join(cli.root, 'a.mp3'), join(cli.root, 'b.mp3'));
+    t.same(await list(), ['a.mp3 4', 'b.mp3 4'], 'the copy is listed by the very next LIST');
+    await appendFile(join(cli.root, 'b.mp3'), 'more');
+    t.same(await list(), ['a.mp3 4', 'b.mp3 8'], 'a file that grew is listed with its new size');
+    await mkdir(join(cli.root, 'sub'));
+    await rename(join(cli.root, 'a.mp3'), join(cli.root, 'sub', 'a.mp3'));
+    t.same(await list(), ['b.mp3 8', 'sub/a.mp3 4'], 'a file moved into a new folder');
+    const other = await cli.connect();
+    await other.send(`WRITE,c.mp3,3\nnew`);
+    t.match(await other.readLine(), /^OK 3 /);
+    t.same(await list(), ['b.mp3 8', 'c.mp3 3', 'sub/a.mp3 4'], "another client's WRITE");
+    cli.type('QUIT');
+    t.equal((await cli.waitExit()).code, 0, 'the server still exits promptly on QUIT');
+  },
+);
 
 t.test('leftover uploads are deleted at start; other files are kept', async (t) => {
   const root = await tempDir(t);

@@ -13,8 +13,10 @@ import {
   readdirSync,
   realpathSync,
   rmSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
+import fs from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -254,21 +256,33 @@ t.test('a catalog scan out of descriptors fails instead of listing an empty libr
   );
 
   // Deterministic descriptor exhaustion: the scan's fs calls fail with EMFILE, one at a time.
-  const emfile = (): Promise<never> =>
-    Promise.reject(
-      Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE', errno: -24 }),
-    );
-  const mutable = fsp as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  // The scan reads folders with fs/promises opendir and stats with the callback fs.stat.
+  const emfileError = (): Error =>
+    Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE', errno: -24 });
+  const promised = fsp as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const callbacks = fs as unknown as Record<string, (...args: unknown[]) => unknown>;
   const realRoot = realpathSync(root);
-  const cases: [string, string, (path: unknown) => boolean][] = [
-    ['readdir', 'the root', (path) => path === realRoot],
-    ['readdir', 'a sub folder', (path) => path === join(realRoot, 'sub')],
-    ['stat', 'a file', (path) => path === join(realRoot, 'a.mp3')],
+  const cases: [
+    Record<string, (...args: unknown[]) => unknown>,
+    string,
+    string,
+    (path: unknown) => boolean,
+  ][] = [
+    [promised, 'opendir', 'the root', (path) => path === realRoot],
+    [promised, 'opendir', 'a sub folder', (path) => path === join(realRoot, 'sub')],
+    [callbacks, 'stat', 'a file', (path) => path === join(realRoot, 'a.mp3')],
   ];
-  for (const [call, what, failsFor] of cases) {
-    const original = mutable[call];
-    mutable[call] = (path, ...rest) => (failsFor(path) ? emfile() : original(path, ...rest));
+  for (const [module, call, what, failsFor] of cases) {
+    const original = module[call];
+    module[call] = (path, ...rest) => {
+      if (!failsFor(path)) return original(path, ...rest);
+      if (module === promised) return Promise.reject(emfileError());
+      const callback = rest.at(-1) as (error: Error) => void;
+      process.nextTick(() => callback(emfileError()));
+    };
     syncBuiltinESMExports();
+    // A change on disk, so that the LIST cannot be answered from the catalog cache.
+    utimesSync(join(root, 'sub', 'b.mp3'), new Date(), new Date());
     let code: string;
     try {
       code = await client.list().then(
@@ -276,7 +290,7 @@ t.test('a catalog scan out of descriptors fails instead of listing an empty libr
         (error: unknown) => (error instanceof ProtocolError ? error.code : String(error)),
       );
     } finally {
-      mutable[call] = original;
+      module[call] = original;
       syncBuiltinESMExports();
     }
     t.equal(code, 'INTERNAL', `LIST when ${call}() of ${what} is out of descriptors is an error`);
