@@ -5,7 +5,7 @@
  * Reads open the file once and check what the open descriptor really is, so a link swapped
  * after the check cannot lead outside the root.
  */
-import { constants, createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
 import {
   link,
   lstat,
@@ -25,6 +25,7 @@ import { dirname, join } from 'node:path';
 import { ProtocolError } from './errors.js';
 import { isInsideRoot, rethrowFault } from './catalog.js';
 import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
+import { FileRangeStream } from './file-range-stream.js';
 import type { CatalogEntry, Storage, StoredFile, Upload } from './storage.js';
 
 /** Chunk size for reads: 1 MiB is where Node's file-to-socket path reaches its best. */
@@ -130,13 +131,13 @@ export class LocalStorage implements Storage {
       return {
         size: Number(stats.size),
         version: `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`,
-        stream: (offset, length) =>
-          createReadStream('', {
-            fd: handle,
-            start: offset,
-            end: offset + length - 1,
-            highWaterMark: READ_CHUNK_BYTES,
-            autoClose: true,
+        stream: (offset, length, options = {}) =>
+          new FileRangeStream(handle, {
+            offset,
+            length,
+            chunkBytes: options.chunkBytes ?? (() => READ_CHUNK_BYTES),
+            prefix: options.prefix,
+            buffers: options.buffers,
           }),
         close: () => handle.close(),
       };

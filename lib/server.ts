@@ -12,6 +12,7 @@ import { LocalStorage } from './local-storage.js';
 import { silentLogger, type Logger } from './log.js';
 import type { Storage } from './storage.js';
 import { connectionPipeline } from '../pipelines/connection.js';
+import { ChunkBudget } from './chunk-pacer.js';
 import type { CommandRouter } from '../pipelines/command-router.js';
 
 export interface ServerOptions {
@@ -59,6 +60,8 @@ export class MediaServer extends EventEmitter {
   readonly storage: Storage;
   private readonly server: Server;
   private readonly hashes = new HashCache();
+  /** The memory every download's chunks share (see chunk-pacer.ts). */
+  private readonly chunkBudget = new ChunkBudget();
   private readonly limiter: ConnectionLimiter;
   private readonly connections = new Set<Connection>();
   private readonly sockets = new Set<Socket>();
@@ -190,6 +193,9 @@ export class MediaServer extends EventEmitter {
     const { stream, router } = connectionPipeline({
       storage: this.storage,
       hashes: this.hashes,
+      chunkBudget: this.chunkBudget,
+      // Everything the socket sends is this pipeline's output (BUSY is answered without one).
+      outputSent: () => socket.bytesWritten - socket.writableLength,
       readOnly: this.options.readOnly,
       maxUpload: this.options.maxUpload,
       onProgress: () => idle.touch(),

@@ -14,6 +14,15 @@ export interface CatalogEntry {
   mtime: Date;
 }
 
+export interface StreamOptions {
+  /** The size of the next chunk, asked before each read (default: the store's own). */
+  chunkBytes?: () => number;
+  /** Bytes that lead the first chunk (the reply header), so both leave in one write. */
+  prefix?: Buffer;
+  /** Where chunk buffers come from (default: a new buffer each). */
+  buffers?: { take(size: number): Buffer };
+}
+
 /** A catalog file opened for reading: its size and bytes are those of this one open file. */
 export interface StoredFile {
   readonly size: number;
@@ -23,7 +32,7 @@ export interface StoredFile {
    * Streams `length` bytes from `offset`, then closes the file. Call at most once; call
    * `close()` instead when the bytes are not wanted.
    */
-  stream(offset: number, length: number): Readable;
+  stream(offset: number, length: number, options?: StreamOptions): Readable;
   close(): Promise<void>;
 }
 

@@ -12,6 +12,8 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { performance } from 'node:perf_hooks';
 import { ProtocolError } from '../lib/errors.js';
+import { ChunkPacer, type ChunkBudget } from '../lib/chunk-pacer.js';
+import { ChunkPool } from '../lib/chunk-pool.js';
 import { checkName } from '../lib/media-names.js';
 import { okLine, parseRequest, type Request } from '../lib/protocol.js';
 import type { HashCache } from '../lib/hash-cache.js';
@@ -32,6 +34,13 @@ export interface CommandRecord {
 export interface CommandRouterOptions {
   storage: Storage;
   hashes: HashCache;
+  /** Shared by every connection's downloads, to bound the memory their chunks hold. */
+  chunkBudget?: ChunkBudget;
+  /**
+   * Bytes of this router's output the socket has finished sending. With it, download chunk
+   * buffers are reused once sent (see chunk-pool.ts); without it, each chunk is a new buffer.
+   */
+  outputSent?: () => number;
   readOnly?: boolean;
   maxUpload?: number;
   /** Every finished command. */
@@ -72,10 +81,27 @@ export class CommandRouter extends Transform {
   private sendingPayload = false;
   private demandWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   private readonly options: CommandRouterOptions;
+  /** Chunk sizes for this connection's downloads, following its reader's pace. */
+  private readonly pacer: ChunkPacer;
+  private readonly pool?: ChunkPool;
+  /** Bytes pushed to the output so far: where each chunk ends, for the pool. */
+  private outputBytes = 0;
 
   constructor(options: CommandRouterOptions) {
-    super({ writableObjectMode: true, readableHighWaterMark: 1024 * 1024 });
+    // No buffering of its own: a chunk is handed on only when the socket side asks, which is
+    // also how the pacer learns the reader's pace.
+    super({ writableObjectMode: true, readableHighWaterMark: 0 });
     this.options = options;
+    this.pacer = new ChunkPacer({ budget: options.chunkBudget });
+    if (options.outputSent) this.pool = new ChunkPool(options.outputSent);
+  }
+
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk !== null && chunk !== undefined) {
+      this.outputBytes +=
+        typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : (chunk as Buffer).length;
+    }
+    return super.push(chunk, encoding);
   }
 
   /** QUIT: finish what is in flight, then answer SHUTTING_DOWN and close. Idle closes now. */
@@ -273,7 +299,19 @@ export class CommandRouter extends Transform {
       return 0;
     }
     this.sendingPayload = true;
-    const sent = await this.forward(file.stream(offset, count), header);
+    const pacer = this.pacer;
+    const stream = file.stream(offset, count, {
+      chunkBytes: () => pacer.size,
+      prefix: header,
+      buffers: this.pool,
+    });
+    const leave = this.options.chunkBudget?.enter();
+    let sent: number;
+    try {
+      sent = (await this.forward(stream, pacer, this.pool)) - header.length;
+    } finally {
+      leave?.();
+    }
     if (sent !== count) {
       // The file shrank mid-send: fewer bytes than announced would break the framing.
       throw new Error(`the file shrank while it was sent (${sent} of ${count} bytes)`);
@@ -288,16 +326,25 @@ export class CommandRouter extends Transform {
     return new Promise((resolve, reject) => this.demandWaiters.push({ resolve, reject }));
   }
 
-  /** Hands a branch's output on, with backpressure; `prefix` rides with the first chunk. */
-  private async forward(source: Readable, prefix?: Buffer): Promise<number> {
+  /**
+   * Hands a branch's output on, with backpressure. With a pacer, it tells it how long the
+   * reader took each chunk: the time since the one before, any wait for demand included. With a
+   * pool, it tells it where each chunk ends in the output, so its buffer is reused once sent.
+   */
+  private async forward(source: Readable, pacer?: ChunkPacer, pool?: ChunkPool): Promise<number> {
     let sent = 0;
-    let first = prefix;
+    let since = performance.now();
     for await (const chunk of source as AsyncIterable<Buffer>) {
       sent += chunk.length;
-      const out = first ? Buffer.concat([first, chunk]) : chunk;
-      first = undefined;
       this.options.onProgress?.();
-      if (!this.push(out)) await this.demand();
+      const more = this.push(chunk);
+      pool?.track(chunk, this.outputBytes);
+      if (!more) await this.demand();
+      if (pacer) {
+        const now = performance.now();
+        pacer.paced(chunk.length, now - since);
+        since = now;
+      }
     }
     return sent;
   }

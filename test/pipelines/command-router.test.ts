@@ -340,6 +340,46 @@ t.test('READ of a file larger than the buffers, with a slow reader', async (t) =
   t.equal(out.subarray(header.length + big.length - 1).toString(), 'OK BYE\n');
 });
 
+/** READs `size` bytes with a consumer that waits `pauseMs` after each chunk; the chunk sizes. */
+async function readChunkSizes(t: Test, size: number, pauseMs: number): Promise<number[]> {
+  const root = await tempRoot(t);
+  const content = randomBytes(size);
+  await put(root, 'film.mkv', content);
+  const storage = await LocalStorage.open(root);
+  t.teardown(() => storage.close());
+  const router = new CommandRouter({ storage, hashes: new HashCache() });
+  router.end(line('READ,film.mkv'));
+  const chunks: Buffer[] = [];
+  for await (const chunk of router) {
+    chunks.push(chunk as Buffer);
+    if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
+  }
+  const out = Buffer.concat(chunks);
+  const header = `OK ${size}\n`;
+  t.equal(out.subarray(0, header.length).toString(), header, 'the header');
+  t.ok(out.subarray(header.length).equals(content), 'every byte, in order');
+  return chunks.map((chunk) => chunk.length);
+}
+
+t.test('READ chunks follow the reader: large for a fast one, small for a slow one', async (t) => {
+  const fast = await readChunkSizes(t, 24 * 1024 * 1024, 0);
+  t.ok(
+    Math.max(...fast) >= 512 * 1024,
+    `a fast reader is given large chunks (largest ${Math.max(...fast)} B)`,
+  );
+  t.ok(fast[0] <= 64 * 1024 + 16, `the first chunk (with the header) is small (${fast[0]} B)`);
+  // At most 64 KiB every 20 ms is about 3 MB/s: a slow reader that never proves itself fast.
+  const slow = await readChunkSizes(t, 2 * 1024 * 1024, 20);
+  t.ok(
+    slow.every((length) => length <= 64 * 1024 + 16),
+    `a slow reader is never given large chunks (largest ${Math.max(...slow)} B)`,
+  );
+  t.ok(
+    slow.slice(2, -1).every((length) => length <= 32 * 1024),
+    `and soon only the smallest (${slow.slice(0, 6).join(', ')} … B)`,
+  );
+});
+
 t.test('WRITE + payload → OK <size> <sha256>, stored and readable', async (t) => {
   const { root, storage } = await setup(t);
   const s = new Session({ storage });
