@@ -50,7 +50,12 @@ export function chartSpec(points: Point[], title: string): TopLevelSpec {
         {
           mark: { type: 'bar', opacity: 0.55 },
           encoding: {
-            x: { field: 'peer', type: 'nominal', title: null, sort: ['ioe', 'raw-node', 'nginx'] },
+            x: {
+              field: 'peer',
+              type: 'nominal',
+              title: null,
+              sort: ['ioe', 'raw-node', 'raw-node+sha256', 'nginx'],
+            },
             y: { aggregate: 'median', field: 'value', type: 'quantitative', title: null },
             color: { field: 'peer', type: 'nominal', legend: null },
           },
@@ -58,7 +63,11 @@ export function chartSpec(points: Point[], title: string): TopLevelSpec {
         {
           mark: { type: 'point', filled: true, size: 22, color: 'black', opacity: 0.7 },
           encoding: {
-            x: { field: 'peer', type: 'nominal', sort: ['ioe', 'raw-node', 'nginx'] },
+            x: {
+              field: 'peer',
+              type: 'nominal',
+              sort: ['ioe', 'raw-node', 'raw-node+sha256', 'nginx'],
+            },
             y: { field: 'value', type: 'quantitative' },
           },
         },

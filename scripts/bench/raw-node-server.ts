@@ -6,11 +6,14 @@
  *   --mode stream --file F   on connect, stream F (fs.createReadStream, 1 MiB chunks) and close
  *   --mode upload --dir D    pipe the socket into a new file in D (1 MiB buffer) until the client
  *                            half-closes, fsync, reply `OK <bytes>\n`, close (and delete the file)
+ *     --sha256               also hash the bytes as they pass, as IOE must (`OK <bytes> <sha256>`):
+ *                            a reference that shows what the protocol's SHA-256 costs
  *   --mode named --root R    for each line `<name>\n`, stream R/<name> (1 MiB chunks); the
  *                            client knows the sizes; the connection stays open
  *
  * Only for the benchmark: names are not checked.
  */
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
@@ -26,6 +29,7 @@ const program = new Command('raw-node-server')
   .option('--file <file>', 'file streamed in stream mode')
   .option('--dir <dir>', 'folder for uploads in upload mode')
   .option('--root <dir>', 'folder of named files in named mode')
+  .option('--sha256', 'upload mode: hash the bytes on the way, as IOE does', false)
   .option('--host <host>', 'address to bind', '127.0.0.1')
   .option('--port <port>', 'port; 0 picks a free one', '0');
 program.parse();
@@ -34,6 +38,7 @@ const opts = program.opts<{
   file?: string;
   dir?: string;
   root?: string;
+  sha256: boolean;
   host: string;
   port: string;
 }>();
@@ -64,9 +69,11 @@ function upload(socket: Socket, dir: string): void {
   };
   sink.on('error', fail);
   socket.on('error', fail);
+  const hash = opts.sha256 ? createHash('sha256') : undefined;
+  if (hash) socket.on('data', (chunk: Buffer) => hash.update(chunk));
   sink.on('close', () => {
     if (socket.destroyed) return;
-    socket.end(`OK ${sink.bytesWritten}\n`);
+    socket.end(`OK ${sink.bytesWritten}${hash ? ` ${hash.digest('hex')}` : ''}\n`);
     void unlink(path).catch(() => undefined);
   });
   socket.pipe(sink);

@@ -96,6 +96,9 @@ interface Outcome {
 
 const SUBJECT = 'ioe';
 
+/** raw-node's upload that also hashes SHA-256 on the way: what the protocol's hash costs. */
+const RAW_SHA256 = 'raw-node+sha256';
+
 function peersOf(ctx: Context, baselines: string[]): string[] {
   return [SUBJECT, ...baselines.filter((peer) => peer !== 'nginx' || ctx.config.nginx)];
 }
@@ -218,6 +221,9 @@ function mediaServers(
   for (const peer of peers) {
     if (peer === 'ioe') starters.ioe = () => startIoe(p.media, logFile(ctx, 'ioe'), ioeExtra);
     if (peer === 'raw-node') starters['raw-node'] = () => startRawNode(raw, logFile(ctx, 'raw'));
+    if (peer === RAW_SHA256) {
+      starters[peer] = () => startRawNode([...raw, '--sha256'], logFile(ctx, 'raw-sha256'));
+    }
     if (peer === 'nginx') starters.nginx = () => startNginx(config.nginx!, p.media, p.nginxDir);
   }
   return starters;
@@ -261,14 +267,14 @@ const write: Scenario = {
   id: 'write',
   title: 'WRITE of one big file, one stream, fsync before the reply',
   subject: SUBJECT,
-  peers: ['ioe', 'raw-node'],
+  peers: ['ioe', 'raw-node', RAW_SHA256],
   metrics: [
     { key: 'mb_s', label: 'MB/s', better: 'higher', chart: true },
     { key: 'peak_rss_mb', label: 'peak RSS MB', better: 'lower' },
   ],
   async run(ctx) {
     const { paths: p, config } = ctx;
-    const peers = peersOf(ctx, ['raw-node']);
+    const peers = peersOf(ctx, ['raw-node', RAW_SHA256]);
     const payload = new Payload(randomBytes(MiB), config.bigBytes);
     ctx.log(`  hashing the ${config.bigBytes / MiB} MiB payload once (to check IOE's replies)`);
     payload.sha256();

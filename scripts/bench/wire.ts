@@ -310,7 +310,7 @@ export class Payload {
 
 /** `OK <n>` → n; anything else throws with the line. */
 export function okSize(line: string): number {
-  const match = /^OK (\d+)$/.exec(line);
+  const match = /^OK (\d+)(?: [0-9a-f]{64})?$/.exec(line);
   if (!match) throw new Error(`unexpected reply: ${line.slice(0, 200)}`);
   return Number(match[1]);
 }

@@ -1,0 +1,46 @@
+/**
+ * The benchmark's raw-node baseline in upload mode (the compiled script, as the benchmark runs
+ * it): it stores every byte, and with --sha256 its receipt carries the right hash, so the
+ * WRITE comparison is against a baseline that really does that work.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const RAW = fileURLToPath(new URL('../../dist/scripts/bench/raw-node-server.js', import.meta.url));
+
+async function upload(extra: string[], payload: Buffer): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'ioe-raw-'));
+  const child = spawn(process.execPath, [RAW, '--mode', 'upload', '--dir', dir, ...extra], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const [first] = (await once(child.stdout, 'data')) as [Buffer];
+    const port = Number(/listening on .*:(\d+)/.exec(first.toString())![1]);
+    const socket = connect(port, '127.0.0.1');
+    socket.end(payload);
+    let reply = '';
+    for await (const chunk of socket) reply += (chunk as Buffer).toString();
+    return reply;
+  } finally {
+    child.kill();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const payload = randomBytes(3 * 1024 * 1024 + 7);
+
+t.test('upload: OK <bytes>', async (t) => {
+  t.equal(await upload([], payload), `OK ${payload.length}\n`);
+});
+
+t.test('upload --sha256: OK <bytes> <sha256 of the bytes>', async (t) => {
+  const sha256 = createHash('sha256').update(payload).digest('hex');
+  t.equal(await upload(['--sha256'], payload), `OK ${payload.length} ${sha256}\n`);
+});
