@@ -62,7 +62,8 @@ export interface ChunkPacerOptions {
 export const MIN_CHUNK_BYTES = 32 * 1024;
 /** A 64 KiB media file (a thumbnail, a short clip) leaves in one chunk. */
 export const START_CHUNK_BYTES = 64 * 1024;
-export const MAX_CHUNK_BYTES = 1024 * 1024;
+/** 2 MiB: a fast reader on loopback took READ from 0.95× to 1.26× of raw-node's 1 MiB. */
+export const MAX_CHUNK_BYTES = 2 * 1024 * 1024;
 /**
  * The pace is taken over this many chunks: one chunk alone misleads, because a chunk handed on
  * right after a long wait goes at once (the wait was counted against the chunk before it).

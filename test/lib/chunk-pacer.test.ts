@@ -1,6 +1,7 @@
 /** The chunk pacer alone: sizes from a reader's pace. */
 import t from 'tap';
 import {
+  ChunkBudget,
   ChunkPacer,
   MAX_CHUNK_BYTES,
   MIN_CHUNK_BYTES,
@@ -49,5 +50,23 @@ t.test('the maximum is never below the minimum', async (t) => {
   const pacer = new ChunkPacer({ min: 128 * KiB, max: 64 * KiB });
   pacer.paced(100 * MiB, 1);
   t.equal(pacer.size, 128 * KiB);
-  t.equal(MAX_CHUNK_BYTES, MiB, 'the default maximum is the 1 MiB Node streams best with');
+  t.ok(MAX_CHUNK_BYTES >= MiB, 'the default maximum is at least the 1 MiB Node streams best with');
+});
+
+t.test('downloads share the budget: no chunk beyond its share, whatever its pace', async (t) => {
+  const budget = new ChunkBudget(16 * MiB);
+  const pacer = new ChunkPacer({ min: 32 * KiB, max: 2 * MiB, budget });
+  for (let i = 0; i < 4; i++) pacer.paced(MiB, 0.1); // a very fast reader
+  const leave = budget.enter();
+  t.equal(pacer.size, 2 * MiB, 'alone: its pace decides (16 MiB ÷ 4 stages ÷ 1 is above the max)');
+  const others = Array.from({ length: 15 }, () => budget.enter());
+  t.equal(budget.downloads, 16);
+  t.equal(pacer.size, 256 * KiB, '16 downloads: 16 MiB ÷ (4 × 16) = 256 KiB');
+  const crowd = Array.from({ length: 1000 }, () => budget.enter());
+  t.equal(pacer.size, 32 * KiB, 'never below the minimum');
+  for (const done of [...others, ...crowd]) done();
+  leave();
+  leave(); // twice: counted once
+  t.equal(budget.downloads, 0);
+  t.equal(pacer.size, 2 * MiB, 'the share comes back when the others end');
 });
