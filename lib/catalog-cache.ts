@@ -275,17 +275,36 @@ export class CatalogCache {
       // makes an event of its own, after everything queued so far, and waits for it.
       if (!(await this.barrier.sync())) this.invalidate(); // no proof: do not trust the cache
     }
-    if (this.fresh?.generation === this.generation) return this.fresh.entries;
-    const running = this.running;
-    if (
-      running?.result &&
-      running.generation === this.generation &&
-      !running.blind &&
-      running.resolving === 0
-    ) {
-      return running.result;
+    return this.current();
+  }
+
+  /**
+   * The cached catalog, a scan in flight that began after the last change, or a new scan. One
+   * scan at a time: while uploads keep changing the catalog, every LIST would otherwise start
+   * a scan of its own before the last one ended (80 at once in a soak, each holding a folder
+   * open and filling the thread pool with stats). A LIST that finds an outdated scan in flight
+   * waits for it to end, then shares the next one, which began after the LIST arrived.
+   */
+  private async current(): Promise<CatalogEntry[]> {
+    /** The scan this LIST waited for: it began too early to answer it. */
+    let waited: Scan | undefined;
+    for (;;) {
+      const fresh = this.fresh;
+      if (fresh?.generation === this.generation && fresh.scan !== waited) return fresh.entries;
+      const running = this.running;
+      if (!running?.result) return this.scan();
+      if (
+        running !== waited &&
+        running.generation === this.generation &&
+        !running.blind &&
+        running.resolving === 0
+      ) {
+        return running.result;
+      }
+      waited = running;
+      await running.result.catch(() => undefined);
+      if (this.closed) return this.list();
     }
-    return this.scan();
   }
 
   /** Closes every watcher; LIST keeps working afterwards, scanning every time. */

@@ -254,6 +254,38 @@ const changes: {
   },
 ];
 
+t.test('while changes keep coming, one scan at a time, and every LIST is fresh', async (t) => {
+  const root = tempRoot(t);
+  for (let i = 0; i < 3000; i++) writeFileSync(join(root, `f${i}.jpg`), 'x');
+  const storage = await open(t, root);
+  await storage.list();
+  const before = storage.catalog.scans;
+  const lists: Promise<void>[] = [];
+  let concurrent = 0;
+  let mostConcurrent = 0;
+  for (let i = 0; i < 20; i++) {
+    // A change (as an upload's publish would make), then a LIST that must see it.
+    writeFileSync(join(root, `new${i}.jpg`), 'x');
+    storage.catalog.invalidate();
+    concurrent++;
+    mostConcurrent = Math.max(mostConcurrent, concurrent);
+    lists.push(
+      storage.list().then((entries) => {
+        concurrent--;
+        t.ok(
+          entries.some((entry) => entry.name === `new${i}.jpg`),
+          `LIST ${i} sees the file made just before it`,
+        );
+      }),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await Promise.all(lists);
+  const scans = storage.catalog.scans - before;
+  t.ok(mostConcurrent > 5, `the LISTs overlapped (${mostConcurrent} at once)`);
+  t.ok(scans < 8, `they shared scans instead of one each (${scans} scans for 20 LISTs)`);
+});
+
 t.test('every change on disk is seen by the very next LIST', async (t) => {
   for (const { what, setup, change, after } of changes) {
     await t.test(what, async (t) => {
