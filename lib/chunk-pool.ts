@@ -48,6 +48,15 @@ export class ChunkPool {
     this.inFlight.push({ memory: chunk.buffer as ArrayBuffer, end });
   }
 
+  /**
+   * The download is over: lets go of every buffer (those still in the socket are freed once
+   * sent), so an idle connection holds none.
+   */
+  release(): void {
+    this.inFlight.length = 0;
+    this.free.length = 0;
+  }
+
   private reclaim(): void {
     if (this.unsafe || this.inFlight.length === 0) return;
     const sent = this.sent();

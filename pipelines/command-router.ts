@@ -311,6 +311,7 @@ export class CommandRouter extends Transform {
       sent = (await this.forward(stream, pacer, this.pool)) - header.length;
     } finally {
       leave?.();
+      this.pool?.release();
     }
     if (sent !== count) {
       // The file shrank mid-send: fewer bytes than announced would break the framing.

@@ -49,3 +49,18 @@ t.test('a socket that sent more than the output holds: reuse stops for good', as
   pool.track(next, 200);
   t.not(pool.take(100).buffer, next.buffer);
 });
+
+t.test('release(): no buffer is kept for the next download', async (t) => {
+  let sent = 0;
+  const pool = new ChunkPool(() => sent);
+  const first = pool.take(100);
+  pool.track(first, 100);
+  sent = 100;
+  pool.release();
+  t.not(pool.take(100).buffer, first.buffer, 'a sent buffer is not reused after release');
+  const second = pool.take(100);
+  pool.track(second, 200);
+  pool.release();
+  sent = 200;
+  t.not(pool.take(100).buffer, second.buffer, 'nor one that was still in the socket');
+});
