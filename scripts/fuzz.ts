@@ -20,7 +20,7 @@
  * Usage: npm run fuzz -- [--count 100000] [--seed N] [--connections 8]
  * Exit code: 0 when no framing violation, contract mismatch or server crash was seen, else 1.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
@@ -28,8 +28,14 @@ import { connect, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { integer } from '../lib/cli-options.js';
+import {
+  killChildServer,
+  quitChildServer,
+  startChildServer,
+  type ChildServer,
+} from './harness/child-server.js';
+import { Rng } from './harness/rng.js';
 import { Command } from 'commander';
 
 // ---------------------------------------------------------------------------------------------
@@ -142,57 +148,7 @@ const BAD_NAME_CODES = new Set(['BAD_NAME', 'UNSUPPORTED_TYPE']);
 const set = (...codes: string[]): ReadonlySet<string> => new Set(codes);
 
 // ---------------------------------------------------------------------------------------------
-// Randomness
-
-function mix32(x: number): number {
-  let z = x | 0;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-  return (z ^ (z >>> 16)) >>> 0;
-}
-
-/** sfc32, seeded through splitmix32. */
-class Rng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d = 1;
-
-  constructor(seed: number, stream: number) {
-    this.a = mix32(seed ^ 0x9e3779b9);
-    this.b = mix32(stream + 0x7f4a7c15);
-    this.c = mix32(this.a ^ this.b ^ 0x6a09e667);
-    for (let i = 0; i < 16; i++) this.next();
-  }
-
-  next(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
-    return t >>> 0;
-  }
-
-  int(max: number): number {
-    return Math.floor((this.next() / 2 ** 32) * max);
-  }
-
-  chance(p: number): boolean {
-    return this.next() / 2 ** 32 < p;
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)];
-  }
-
-  bytes(n: number): Buffer {
-    const words = new Uint32Array(Math.ceil(n / 4));
-    for (let i = 0; i < words.length; i++) words[i] = this.next();
-    return Buffer.from(words.buffer, 0, n);
-  }
-}
+// Hashing (randomness is in harness/rng.ts)
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
@@ -1285,70 +1241,6 @@ class FuzzConnection {
 // ---------------------------------------------------------------------------------------------
 // The server
 
-interface ServerHandle {
-  port: number;
-  child: ChildProcess;
-  exited: Promise<string>;
-  stderrTail: string[];
-}
-
-async function startServer(root: string): Promise<ServerHandle> {
-  const serverJs = fileURLToPath(new URL('./server.js', import.meta.url));
-  const args = [
-    serverJs,
-    '--port',
-    '0',
-    '--root',
-    root,
-    '--idle-timeout',
-    String(opts.idleTimeout),
-    '--max-upload',
-    String(opts.maxUpload),
-    '--log-level',
-    'warn',
-  ];
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-
-  // If this script dies or is interrupted, its server must not outlive it (end of stdin is not
-  // a command to the server).
-  const killChild = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.on('exit', killChild);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      killChild();
-      process.exit(130);
-    });
-  }
-  child.stdin!.on('error', () => undefined);
-  const stderrTail: string[] = [];
-  child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-    stderrTail.push(...text.split('\n').filter(Boolean));
-    stderrTail.splice(0, Math.max(0, stderrTail.length - 20));
-  });
-  const exited = new Promise<string>((resolve) =>
-    child.on('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `exit code ${code}`)),
-  );
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error('the server did not start in 10 s')), 10_000);
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      out += text;
-      const match = /listening on \S+:([0-9]+)/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolve(Number(match[1]));
-      }
-    });
-    void exited.then((how) => {
-      clearTimeout(timer);
-      reject(new Error(`the server ${how}: ${stderrTail.join('\n')}`));
-    });
-  });
-  return { port, child, exited, stderrTail };
-}
-
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -1446,10 +1338,19 @@ async function main(): Promise<number> {
   const base = await mkdtemp(join(tmpdir(), 'ioe-fuzz-'));
   // Also on an interrupt (process.exit skips `finally`).
   process.on('exit', () => rmSync(base, { recursive: true, force: true }));
-  let server: ServerHandle | undefined;
+  let server: ChildServer | undefined;
   try {
     const root = await makeRoot(base, new Rng(SEED, 0));
-    server = await startServer(root);
+    server = await startChildServer([
+      '--root',
+      root,
+      '--idle-timeout',
+      String(opts.idleTimeout),
+      '--max-upload',
+      String(opts.maxUpload),
+      '--log-level',
+      'warn',
+    ]);
     let stopping = false;
     void server.exited.then((how) => {
       if (!stopping) serverCrashed = `the server ${how} during the fuzz`;
@@ -1482,13 +1383,7 @@ async function main(): Promise<number> {
       (await readdir(base)).sort().join(',') === 'media,outside';
 
     stopping = true;
-    server.child.stdin!.write('QUIT\n');
-    const stopped = await Promise.race([
-      server.exited,
-      new Promise<string>((resolve) =>
-        setTimeout(() => resolve('no exit within 15 s of QUIT'), 15_000).unref(),
-      ),
-    ]);
+    const stopped = await quitChildServer(server);
 
     const failed =
       results.violations > 0 ||
@@ -1547,10 +1442,7 @@ async function main(): Promise<number> {
     console.log(`result: ${failed ? 'FAIL' : 'PASS'}`);
     return failed ? 1 : 0;
   } finally {
-    if (server && server.child.exitCode === null && server.child.signalCode === null) {
-      server.child.kill('SIGKILL');
-      await once(server.child, 'exit').catch(() => undefined);
-    }
+    if (server) await killChildServer(server);
     await rm(base, { recursive: true, force: true });
   }
 }

@@ -29,15 +29,19 @@
  * Usage: npm run soak -- [--clients 200] [--seconds 60] [--seed N] [--port P --pid PID]
  * Exit code: 0 when there were no errors and RSS and descriptors stayed flat, else 1.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { integer } from '../lib/cli-options.js';
+import {
+  killChildServer,
+  quitChildServer,
+  startChildServer,
+  type ChildServer,
+} from './harness/child-server.js';
+import { mix32, Rng } from './harness/rng.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { IoeClient, ProtocolError, type CatalogEntry } from '../lib/client.js';
 
@@ -118,53 +122,6 @@ const FD_SLACK = 5;
 
 // ---------------------------------------------------------------------------------------------
 // Reproducible randomness and file contents
-
-/** splitmix32 finaliser: a well-mixed 32-bit value of a 32-bit input. */
-function mix32(x: number): number {
-  let z = x | 0;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-  return (z ^ (z >>> 16)) >>> 0;
-}
-
-/** sfc32, seeded through splitmix32. */
-class Rng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
-
-  constructor(seed: number, stream: number) {
-    this.a = mix32(seed ^ 0x9e3779b9);
-    this.b = mix32(stream + 0x7f4a7c15);
-    this.c = mix32(this.a ^ this.b ^ 0x6a09e667);
-    this.d = 1;
-    for (let i = 0; i < 16; i++) this.next();
-  }
-
-  next(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
-    return t >>> 0;
-  }
-
-  /** 0 ≤ n < max (max ≤ 2^32). */
-  int(max: number): number {
-    return Math.floor((this.next() / 2 ** 32) * max);
-  }
-
-  chance(p: number): boolean {
-    return this.next() / 2 ** 32 < p;
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[this.int(items.length)];
-  }
-}
 
 /** Bytes `offset`..`offset+length` of the file whose content seed is `seed`. */
 function content(seed: number, offset: number, length: number): Buffer {
@@ -329,77 +286,13 @@ const mib = (value: number): string => `${value.toFixed(1)} MiB`;
 // ---------------------------------------------------------------------------------------------
 // The server
 
+/** The server under test: our own child, or one already running (`--port`, `--pid`). */
 interface ServerHandle {
   host: string;
   port: number;
   pid?: number;
-  child?: ChildProcess;
-  exited?: Promise<number | null>;
+  own?: ChildServer;
   stderrTail: string[];
-}
-
-async function startServer(root: string): Promise<ServerHandle> {
-  const serverJs = fileURLToPath(new URL('./server.js', import.meta.url));
-  const child = spawn(
-    process.execPath,
-    [serverJs, '--port', '0', '--host', opts.host, '--root', root, '--log-level', 'warn'],
-    { stdio: ['pipe', 'pipe', 'pipe'] },
-  );
-
-  // If this script dies or is interrupted, its server must not outlive it (end of stdin is not
-  // a command to the server).
-  const killChild = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.on('exit', killChild);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      killChild();
-      process.exit(130);
-    });
-  }
-  const stderrTail: string[] = [];
-  child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-    stderrTail.push(...text.split('\n').filter(Boolean));
-    stderrTail.splice(0, Math.max(0, stderrTail.length - 20));
-  });
-  const exited = new Promise<number | null>((resolve) =>
-    child.on('exit', (code, signal) => resolve(signal ? -1 : code)),
-  );
-  const address = await new Promise<{ host: string; port: number }>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error('the server did not start in 10 s')), 10_000);
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      out += text;
-      const match = /listening on (\S+):([0-9]+)/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ host: match[1], port: Number(match[2]) });
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`the server exited with ${code}: ${stderrTail.join('\n')}`));
-    });
-  });
-  return { ...address, pid: child.pid, child, exited, stderrTail };
-}
-
-/** QUIT on the console; returns the exit code (or a description of what went wrong). */
-async function stopServer(server: ServerHandle): Promise<string> {
-  if (!server.child || !server.exited) return 'not ours (left running)';
-  if (server.child.exitCode !== null) return `already exited (${server.child.exitCode})`;
-  server.child.stdin!.on('error', () => undefined);
-  server.child.stdin!.write('QUIT\n');
-  const timeout = new Promise<'timeout'>((resolve) =>
-    setTimeout(() => resolve('timeout'), 15_000).unref(),
-  );
-  const result = await Promise.race([server.exited, timeout]);
-  if (result === 'timeout') {
-    server.child.kill('SIGKILL');
-    return 'did not exit within 15 s of QUIT (killed)';
-  }
-  return `exit code ${result}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -733,15 +626,25 @@ async function main(): Promise<number> {
   const tempRoot = opts.port === undefined ? await mkdtemp(join(tmpdir(), 'ioe-soak-')) : undefined;
   // Also on an interrupt (process.exit skips `finally`).
   if (tempRoot) process.on('exit', () => rmSync(tempRoot, { recursive: true, force: true }));
-  const server: ServerHandle = tempRoot
-    ? await startServer(join(tempRoot, 'media'))
+  const own = tempRoot
+    ? await startChildServer([
+        '--host',
+        opts.host,
+        '--root',
+        join(tempRoot, 'media'),
+        '--log-level',
+        'warn',
+      ])
+    : undefined;
+  const server: ServerHandle = own
+    ? { host: own.host, port: own.port, pid: own.child.pid, own, stderrTail: own.stderrTail }
     : { host: opts.host, port: opts.port!, pid: opts.pid, stderrTail: [] };
   if (tempRoot) serverRoot = join(tempRoot, 'media');
   let stopping = false;
-  void server.exited?.then((code) => {
+  void server.own?.exited.then((how) => {
     if (!stopping) {
       serverGone = true;
-      recordError(-1, 'server', new Error(`the server exited during the run (${code})`));
+      recordError(-1, 'server', new Error(`the server ended during the run (${how})`));
     }
   });
   const prefix = `soak-${SEED}-${Date.now().toString(36)}`;
@@ -749,7 +652,7 @@ async function main(): Promise<number> {
 
   console.log(
     `soak: ${opts.clients} clients for ${opts.seconds} s against ${server.host}:${server.port}` +
-      `${server.child ? ` (server pid ${server.pid}, root ${serverRoot})` : ''}; seed ${SEED}`,
+      `${server.own ? ` (server pid ${server.pid}, root ${serverRoot})` : ''}; seed ${SEED}`,
   );
   try {
     await seedFiles(target, prefix);
@@ -821,8 +724,8 @@ async function main(): Promise<number> {
     }
 
     stopping = true;
-    const stopped = await stopServer(server);
-    if (server.child && stopped !== 'exit code 0') {
+    const stopped = server.own ? await quitChildServer(server.own) : 'not ours (left running)';
+    if (server.own && stopped !== 'exit code 0') {
       recordError(-1, 'server stop', new Error(`server ${stopped}`));
     }
 
@@ -885,7 +788,7 @@ async function main(): Promise<number> {
     } else {
       console.log('server RSS/fds: not measured (pass --pid with --port)');
     }
-    if (server.child) console.log(`server stop (QUIT): ${stopped}`);
+    if (server.own) console.log(`server stop (QUIT): ${stopped}`);
     if (server.stderrTail.length > 0) {
       console.log(`server stderr (last ${server.stderrTail.length} lines):`);
       for (const line of server.stderrTail) console.log(`  ${line}`);
@@ -894,10 +797,7 @@ async function main(): Promise<number> {
     console.log(`result: ${ok ? 'PASS' : 'FAIL'}`);
     return ok ? 0 : 1;
   } finally {
-    if (server.child && server.child.exitCode === null && !server.child.killed) {
-      server.child.kill('SIGKILL');
-      await once(server.child, 'exit').catch(() => undefined);
-    }
+    if (server.own) await killChildServer(server.own);
     if (tempRoot) await rm(tempRoot, { recursive: true, force: true });
   }
 }
