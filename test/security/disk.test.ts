@@ -20,66 +20,15 @@ import {
   statfsSync,
   writeSync,
 } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MediaServer } from '../../lib/server.js';
+import { RawClient } from '../helpers/raw-client.js';
 
 const WAIT_MS = 10_000;
 /** "Promptly": how long a NO_SPACE may take once the disk is full. */
 const PROMPT_MS = 2000;
 const DISK_BYTES = 8 * 1024 * 1024;
-
-/** A raw connection that buffers what it receives; reads wait with an upper bound. */
-class Raw {
-  private buffer = Buffer.alloc(0);
-  private wake?: () => void;
-  closed = false;
-
-  constructor(readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, chunk]);
-      this.wake?.();
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  static async open(port: number): Promise<Raw> {
-    const socket = netConnect({ port, host: '127.0.0.1' });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    return new Raw(socket);
-  }
-
-  send(data: string | Buffer): void {
-    this.socket.write(data);
-  }
-
-  async line(ms = WAIT_MS): Promise<string> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const end = this.buffer.indexOf(0x0a);
-      if (end >= 0) {
-        const text = this.buffer.subarray(0, end).toString();
-        this.buffer = this.buffer.subarray(end + 1);
-        return text;
-      }
-      if (this.closed) throw new Error('closed while waiting for a reply line');
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no reply line within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => (clearTimeout(timer), resolve());
-      });
-    }
-  }
-}
 
 interface SmallDisk {
   how: string;
@@ -236,59 +185,69 @@ async function waitFor(what: string, ready: () => boolean): Promise<void> {
 
 t.test('a WRITE larger than the free space is refused up front', async (t) => {
   const { disk, port } = await serverOnSmallDisk(t);
-  const raw = await Raw.open(port);
+  const raw = await RawClient.connect(port);
   t.teardown(() => raw.socket.destroy());
   const size = disk.free() + 1024 * 1024;
-  raw.send(`WRITE,big.mp4,${size}\n`);
-  t.match(await raw.line(PROMPT_MS), /^ERR NO_SPACE /, 'NO_SPACE before any payload byte');
-  raw.send(Buffer.alloc(size, 7)); // the announced payload is drained
-  raw.send('LIST\n');
-  t.equal(await raw.line(), 'OK 0', 'the connection stays in step and usable');
+  await raw.send(`WRITE,big.mp4,${size}\n`);
+  t.match(await raw.readLine(PROMPT_MS), /^ERR NO_SPACE /, 'NO_SPACE before any payload byte');
+  await raw.send(Buffer.alloc(size, 7)); // the announced payload is drained
+  await raw.send('LIST\n');
+  t.equal(await raw.readLine(WAIT_MS), 'OK 0', 'the connection stays in step and usable');
   t.same(temporaries(disk.root), [], 'no temporary file');
 });
 
 t.test('uploads in progress cannot overcommit the free space', async (t) => {
   const { disk, port } = await serverOnSmallDisk(t);
   const size = Math.floor(disk.free() * 0.6);
-  const first = await Raw.open(port);
-  const second = await Raw.open(port);
+  const first = await RawClient.connect(port);
+  const second = await RawClient.connect(port);
   t.teardown(() => (first.socket.destroy(), second.socket.destroy()));
   const payload = randomBytes(size);
-  first.send(Buffer.concat([Buffer.from(`WRITE,one.mp4,${size}\n`), payload.subarray(0, 4096)]));
+  await first.send(
+    Buffer.concat([Buffer.from(`WRITE,one.mp4,${size}\n`), payload.subarray(0, 4096)]),
+  );
   await waitFor('the first upload to start', () => temporaries(disk.root).length === 1);
 
-  second.send(`WRITE,two.mp4,${size}\n`);
+  await second.send(`WRITE,two.mp4,${size}\n`);
   t.match(
-    await second.line(PROMPT_MS),
+    await second.readLine(PROMPT_MS),
     /^ERR NO_SPACE /,
     'the second is refused: the first holds its space',
   );
-  first.send(payload.subarray(4096));
-  t.match(await first.line(), new RegExp(`^OK ${size} [0-9a-f]{64}$`), 'the first completes');
-  second.send(Buffer.alloc(size));
-  second.send('LIST\n');
-  t.equal(await second.line(), 'OK 1', 'the refused connection stays usable');
+  await first.send(payload.subarray(4096));
+  t.match(
+    await first.readLine(WAIT_MS),
+    new RegExp(`^OK ${size} [0-9a-f]{64}$`),
+    'the first completes',
+  );
+  await second.send(Buffer.alloc(size));
+  await second.send('LIST\n');
+  t.equal(await second.readLine(WAIT_MS), 'OK 1', 'the refused connection stays usable');
   t.same(temporaries(disk.root), [], 'no temporary file');
 });
 
 t.test('a disk that fills mid-upload: NO_SPACE at once, drained, cleaned up', async (t) => {
   const { disk, port } = await serverOnSmallDisk(t);
   const size = Math.floor(disk.free() / 2);
-  const raw = await Raw.open(port);
+  const raw = await RawClient.connect(port);
   t.teardown(() => raw.socket.destroy());
   const head = 256 * 1024;
-  raw.send(Buffer.concat([Buffer.from(`WRITE,mid.mp4,${size}\n`), randomBytes(head)]));
+  await raw.send(Buffer.concat([Buffer.from(`WRITE,mid.mp4,${size}\n`), randomBytes(head)]));
   await waitFor('the upload to start', () => temporaries(disk.root).length === 1);
 
   disk.fill(); // another process takes the rest of the disk after the WRITE was accepted
   const sent = Date.now();
-  raw.send(randomBytes(size - head));
-  t.match(await raw.line(PROMPT_MS), /^ERR NO_SPACE /, 'NO_SPACE once the disk is full');
+  await raw.send(randomBytes(size - head));
+  t.match(await raw.readLine(PROMPT_MS), /^ERR NO_SPACE /, 'NO_SPACE once the disk is full');
   t.comment(`NO_SPACE after ${Date.now() - sent} ms`);
   await waitFor('the temporary file to be deleted', () => temporaries(disk.root).length === 0);
   t.pass('the temporary file is deleted');
-  raw.send('LIST\n');
-  t.equal(await raw.line(), 'OK 0', 'the rest was drained: the connection stays in step');
-  raw.send('LIST\n');
-  t.equal(await raw.line(), 'OK 0', 'and stays usable');
+  await raw.send('LIST\n');
+  t.equal(
+    await raw.readLine(WAIT_MS),
+    'OK 0',
+    'the rest was drained: the connection stays in step',
+  );
+  await raw.send('LIST\n');
+  t.equal(await raw.readLine(WAIT_MS), 'OK 0', 'and stays usable');
 });

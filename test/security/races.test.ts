@@ -5,94 +5,15 @@
 import t, { type Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MediaServer, type ServerOptions } from '../../lib/server.js';
 import { connect, ProtocolError, type IoeClient } from '../../lib/client.js';
+import { RawClient } from '../helpers/raw-client.js';
 
 const WAIT_MS = 10_000;
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
-
-/** A raw connection that buffers what it receives; reads wait with an upper bound. */
-class Raw {
-  private chunks: Buffer[] = [];
-  private length = 0;
-  private wake?: () => void;
-  closed = false;
-
-  constructor(readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.chunks.push(chunk);
-      this.length += chunk.length;
-      this.wake?.();
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  /** Everything buffered, as one Buffer (joined only when a read needs it). */
-  private flat(): Buffer {
-    if (this.chunks.length !== 1) this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0];
-  }
-
-  private consume(count: number): Buffer {
-    const all = this.flat();
-    this.chunks = [all.subarray(count)];
-    this.length -= count;
-    return all.subarray(0, count);
-  }
-
-  static async open(port: number): Promise<Raw> {
-    const socket = netConnect({ port, host: '127.0.0.1' });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    return new Raw(socket);
-  }
-
-  send(data: string | Buffer): void {
-    this.socket.write(data);
-  }
-
-  private async until<T>(take: () => T | undefined, what: string): Promise<T> {
-    const deadline = Date.now() + WAIT_MS;
-    for (;;) {
-      const value = take();
-      if (value !== undefined) return value;
-      if (this.closed) throw new Error(`closed while waiting for ${what}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => (clearTimeout(timer), resolve());
-      });
-    }
-  }
-
-  line(): Promise<string> {
-    return this.until(() => {
-      const end = this.flat().indexOf(0x0a);
-      if (end < 0) return undefined;
-      return this.consume(end + 1)
-        .subarray(0, end)
-        .toString();
-    }, 'a reply line');
-  }
-
-  bytes(count: number): Promise<Buffer> {
-    return this.until(
-      () => (this.length < count ? undefined : this.consume(count)),
-      `${count} bytes`,
-    );
-  }
-}
 
 async function outcome(promise: Promise<unknown>): Promise<string> {
   try {
@@ -169,18 +90,18 @@ t.test('50 concurrent WRITEs of one name: one whole upload wins', async (t) => {
 t.test('a second WRITE while an upload of that name is in progress is LOCKED', async (t) => {
   const root = tempRoot(t);
   const port = await startServer(t, { root });
-  const first = await Raw.open(port);
+  const first = await RawClient.connect(port);
   t.teardown(() => first.socket.destroy());
   const payload = randomBytes(1000);
-  first.send(Buffer.concat([Buffer.from('WRITE,held.mp3,1000\n'), payload.subarray(0, 500)]));
+  await first.send(Buffer.concat([Buffer.from('WRITE,held.mp3,1000\n'), payload.subarray(0, 500)]));
   await waitForTemporary(root);
 
   const [second] = await clients(t, port, 1);
   t.equal(await outcome(second.write('held.mp3', randomBytes(10), 10)), 'LOCKED');
   t.same(await second.list(), [], 'nothing is visible while the upload is in progress');
 
-  first.send(payload.subarray(500));
-  t.equal(await first.line(), `OK 1000 ${sha256(payload)}`);
+  await first.send(payload.subarray(500));
+  t.equal(await first.readLine(WAIT_MS), `OK 1000 ${sha256(payload)}`);
   t.equal(await outcome(second.write('held.mp3', randomBytes(10), 10)), 'EXISTS');
   t.ok(readFileSync(join(root, 'held.mp3')).equals(payload), 'the first upload is stored whole');
 });
@@ -188,23 +109,23 @@ t.test('a second WRITE while an upload of that name is in progress is LOCKED', a
 t.test('without overwrite, a file created mid-upload is never replaced', async (t) => {
   const root = tempRoot(t);
   const port = await startServer(t, { root });
-  const raw = await Raw.open(port);
+  const raw = await RawClient.connect(port);
   t.teardown(() => raw.socket.destroy());
   const payload = randomBytes(1000);
-  raw.send(Buffer.concat([Buffer.from('WRITE,late.mp3,1000\n'), payload.subarray(0, 500)]));
+  await raw.send(Buffer.concat([Buffer.from('WRITE,late.mp3,1000\n'), payload.subarray(0, 500)]));
   await waitForTemporary(root); // the name was free when the WRITE was accepted
 
   writeFileSync(join(root, 'late.mp3'), 'created by another process meanwhile');
-  raw.send(payload.subarray(500));
-  t.match(await raw.line(), /^ERR EXISTS /, 'the upload cannot publish over it');
+  await raw.send(payload.subarray(500));
+  t.match(await raw.readLine(WAIT_MS), /^ERR EXISTS /, 'the upload cannot publish over it');
   t.equal(
     readFileSync(join(root, 'late.mp3'), 'utf8'),
     'created by another process meanwhile',
     'the existing file is untouched',
   );
   t.same(temporaries(root), [], 'the temporary file is deleted');
-  raw.send('LIST\n');
-  t.equal(await raw.line(), 'OK 1', 'the connection stays usable');
+  await raw.send('LIST\n');
+  t.equal(await raw.readLine(WAIT_MS), 'OK 1', 'the connection stays usable');
 });
 
 t.test('with overwrite, a READ started before a replacing WRITE gets the old bytes', async (t) => {
@@ -214,11 +135,11 @@ t.test('with overwrite, a READ started before a replacing WRITE gets the old byt
   writeFileSync(join(root, 'movie.mp4'), old);
   const port = await startServer(t, { root, overwrite: true });
 
-  const reader = await Raw.open(port);
+  const reader = await RawClient.connect(port);
   t.teardown(() => reader.socket.destroy());
-  reader.send('READ,movie.mp4\n');
-  t.equal(await reader.line(), `OK ${size}`);
-  const head = await reader.bytes(1024 * 1024);
+  await reader.send('READ,movie.mp4\n');
+  t.equal(await reader.readLine(WAIT_MS), `OK ${size}`);
+  const head = await reader.readBytes(1024 * 1024);
   reader.socket.pause(); // the rest waits in the server while the file is replaced
 
   const [writer] = await clients(t, port, 1);
@@ -228,11 +149,11 @@ t.test('with overwrite, a READ started before a replacing WRITE gets the old byt
   t.ok(readFileSync(join(root, 'movie.mp4')).equals(replacement), 'the name has the new bytes');
 
   reader.socket.resume();
-  const rest = await reader.bytes(size - head.length);
+  const rest = await reader.readBytes(size - head.length);
   t.ok(Buffer.concat([head, rest]).equals(old), 'the READ in flight delivered the old bytes whole');
-  reader.send('HASH,movie.mp4\n');
+  await reader.send('HASH,movie.mp4\n');
   t.equal(
-    await reader.line(),
+    await reader.readLine(WAIT_MS),
     `OK ${sha256(replacement)} ${size}`,
     'a new request sees the new file',
   );
