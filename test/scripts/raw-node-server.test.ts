@@ -6,12 +6,12 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { listeningPort } from '../helpers/listening.js';
 
 const RAW = fileURLToPath(new URL('../../dist/scripts/bench/raw-node-server.js', import.meta.url));
 
@@ -21,8 +21,7 @@ async function upload(extra: string[], payload: Buffer): Promise<string> {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   try {
-    const [first] = (await once(child.stdout, 'data')) as [Buffer];
-    const port = Number(/listening on .*:(\d+)/.exec(first.toString())![1]);
+    const port = await listeningPort(child);
     const socket = connect(port, '127.0.0.1');
     socket.end(payload);
     let reply = '';

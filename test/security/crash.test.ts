@@ -21,6 +21,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { listeningPort } from '../helpers/listening.js';
 
 const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));
 const WAIT_MS = 10_000;
@@ -30,22 +31,7 @@ function startServer(args: string[]): Promise<{ child: ChildProcess; port: numbe
   const child = spawn(process.execPath, [SERVER, '--port', '0', '--log-level', 'warn', ...args], {
     stdio: ['pipe', 'pipe', 'ignore'],
   });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`no "listening" line: ${out}`)), WAIT_MS);
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      const match = /listening on .*:(\d+)/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, port: Number(match[1]) });
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the server exited (${code}) before listening: ${out}`));
-    });
-  });
+  return listeningPort(child, WAIT_MS).then((port) => ({ child, port }));
 }
 
 function connectRaw(port: number): Promise<Socket> {

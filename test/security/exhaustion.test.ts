@@ -25,6 +25,7 @@ import fsp from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { MediaServer } from '../../lib/server.js';
 import { connect, ProtocolError } from '../../lib/client.js';
+import { listeningPort } from '../helpers/listening.js';
 
 const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));
 const WAIT_MS = 10_000;
@@ -50,22 +51,12 @@ function startServer(
   t.teardown(() => {
     if (!exited) child.kill('SIGKILL');
   });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`no "listening" line: ${out}`)), WAIT_MS);
-    child.stdout!.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      const match = /listening on .*:(\d+)/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, port: Number(match[1]), exited: () => exited, stderr: () => stderr });
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the server exited (${code}) before listening: ${out}`));
-    });
-  });
+  return listeningPort(child, WAIT_MS).then((port) => ({
+    child,
+    port,
+    exited: () => exited,
+    stderr: () => stderr,
+  }));
 }
 
 function media(t: Test): string {
