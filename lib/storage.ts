@@ -17,8 +17,6 @@ export interface CatalogEntry {
 export interface StreamOptions {
   /** The size of the next chunk, asked before each read (default: the store's own). */
   chunkBytes?: () => number;
-  /** Bytes that lead the first chunk (the reply header), so both leave in one write. */
-  prefix?: Buffer;
   /** Where chunk buffers come from (default: a new buffer each). */
   buffers?: { take(size: number): Buffer };
 }

@@ -298,23 +298,22 @@ export class CommandRouter extends Transform {
       this.push(header);
       return 0;
     }
-    this.sendingPayload = true;
     const pacer = this.pacer;
     const stream = file.stream(offset, count, {
       chunkBytes: () => pacer.size,
-      prefix: header,
       buffers: this.pool,
     });
     const leave = this.options.chunkBudget?.enter();
     let sent: number;
     try {
-      sent = (await this.forward(stream, pacer, this.pool)) - header.length;
+      sent = await this.forward(stream, { header, pacer, pool: this.pool });
     } finally {
       leave?.();
       this.pool?.release();
     }
     if (sent !== count) {
-      // The file shrank mid-send: fewer bytes than announced would break the framing.
+      // The file shrank: mid-send, fewer bytes than announced would break the framing (the
+      // connection closes); before the header left, the client gets INTERNAL.
       throw new Error(`the file shrank while it was sent (${sent} of ${count} bytes)`);
     }
     this.sendingPayload = false;
@@ -328,18 +327,33 @@ export class CommandRouter extends Transform {
   }
 
   /**
-   * Hands a branch's output on, with backpressure. With a pacer, it tells it how long the
-   * reader took each chunk: the time since the one before, any wait for demand included. With a
-   * pool, it tells it where each chunk ends in the output, so its buffer is reused once sent.
+   * Hands a branch's output on, with backpressure; returns the bytes taken from `source`.
+   * - `header` (a READ's `OK <n>`) leaves in one write with the first chunk (a small copy: the
+   *   pacer starts small); from then on the payload has begun and an ERR would break the
+   *   framing, so until then a failing source is answered like any other error.
+   * - `pacer` learns how long the reader took each chunk: the time since the one before, any
+   *   wait for demand included.
+   * - `pool` learns where each of its chunks ends in the output, to reuse it once sent.
    */
-  private async forward(source: Readable, pacer?: ChunkPacer, pool?: ChunkPool): Promise<number> {
+  private async forward(
+    source: Readable,
+    { header, pacer, pool }: { header?: Buffer; pacer?: ChunkPacer; pool?: ChunkPool } = {},
+  ): Promise<number> {
     let sent = 0;
+    let lead = header;
     let since = performance.now();
     for await (const chunk of source as AsyncIterable<Buffer>) {
       sent += chunk.length;
       this.options.onProgress?.();
-      const more = this.push(chunk);
-      pool?.track(chunk, this.outputBytes);
+      let more: boolean;
+      if (lead) {
+        this.sendingPayload = true;
+        more = this.push(Buffer.concat([lead, chunk])); // a new buffer: not the pool's
+        lead = undefined;
+      } else {
+        more = this.push(chunk);
+        pool?.track(chunk, this.outputBytes);
+      }
       if (!more) await this.demand();
       if (pacer) {
         const now = performance.now();

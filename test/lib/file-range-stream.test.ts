@@ -1,4 +1,4 @@
-/** The file range stream alone: ranges, the prefix, chunk sizes on demand, closing. */
+/** The file range stream alone: ranges, chunk sizes on demand, closing. */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, readdir, rm, truncate, writeFile } from 'node:fs/promises';
@@ -42,24 +42,6 @@ t.test('streams exactly the range, in chunks of the size asked before each read'
     [1000, 5000, 70_000],
   );
   t.equal(chunks.at(-1)!.length, (200_000 - 6000) % 70_000, 'the last chunk stops at the end');
-});
-
-t.test('the prefix leads the first chunk, in the same buffer', async (t) => {
-  const path = await fileWith(t, content);
-  const prefix = Buffer.from('OK 100\n');
-  const chunks = await collect(
-    new FileRangeStream(await open(path), {
-      offset: 0,
-      length: 100,
-      chunkBytes: () => 64,
-      prefix,
-    }),
-  );
-  t.same(
-    chunks.map((chunk) => chunk.length),
-    [prefix.length + 64, 36],
-  );
-  t.ok(Buffer.concat(chunks).equals(Buffer.concat([prefix, content.subarray(0, 100)])));
 });
 
 t.test('reads only when asked: no read-ahead beyond one chunk', async (t) => {

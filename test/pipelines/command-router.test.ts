@@ -861,6 +861,41 @@ t.test('a file that shrinks mid-READ: the router fails rather than send fewer by
   t.notMatch(s.text, /OK 3\n/, 'the next command is not answered');
 });
 
+t.test('READ: the header leaves in one chunk with the first bytes', async (t) => {
+  const { storage } = await setup(t);
+  const router = new CommandRouter({ storage, hashes: new HashCache() });
+  router.end(line('READ,films/b.mkv'));
+  const chunks: Buffer[] = [];
+  for await (const chunk of router) chunks.push(chunk as Buffer);
+  t.equal(chunks.length, 1, 'one chunk for a file smaller than the first read');
+  t.ok(chunks[0].equals(Buffer.concat([Buffer.from('OK 256\n'), ALL_BYTES])), 'header and bytes');
+});
+
+t.test('a READ whose file fails before its first byte: ERR INTERNAL, still in step', async (t) => {
+  const { storage: real } = await setup(t);
+  const failing: Storage = {
+    list: () => real.list(),
+    close: () => real.close(),
+    beginUpload: (name, size) => real.beginUpload(name, size),
+    open: async (): Promise<StoredFile> => ({
+      size: 10,
+      version: 'v',
+      stream: () =>
+        new Readable({
+          read() {
+            this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }));
+          },
+        }),
+      close: async () => undefined,
+    }),
+  };
+  const s = new Session({ storage: failing });
+  await s.send(line('READ,a.mp3'), line('LIST'));
+  t.equal(await s.finish(), 'ERR INTERNAL\n' + CATALOG, 'an ERR, then the next reply');
+  t.equal(s.faults.length, 1, 'the fault is reported');
+  t.equal(s.errors.length, 0, 'the connection is not torn down');
+});
+
 t.test('onCommand records every finished command', async (t) => {
   const { storage } = await setup(t);
   const s = new Session({ storage });
