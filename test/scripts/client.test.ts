@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -78,6 +78,16 @@ function failsWith(tt: Test, run: Run, pattern: RegExp, what: string): void {
   tt.match(run.stderr, pattern, `${what}: stderr says why`);
   tt.equal(run.stdout, '', `${what}: nothing on stdout`);
 }
+
+t.test('the built bins are executable, as package.json "bin" links them', async (t) => {
+  // npx may run a cached link to them without setting the mode itself.
+  for (const bin of [
+    CLI,
+    fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url)),
+  ]) {
+    t.ok((await stat(bin)).mode & 0o100, `${bin.split('/').pop()} is executable`);
+  }
+});
 
 t.test('list on an empty server prints a plain sentence', async (t) => {
   const { cwd, port } = await setup(t);
