@@ -11,7 +11,7 @@ import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { connect, ProtocolError, type IoeClient } from '../lib/client.js';
+import { connect, ProtocolError, type IoeClient } from '../pipelines/client.js';
 import { parseMediaType, type MediaType } from '../lib/media-names.js';
 
 interface GlobalOptions {

@@ -7,7 +7,7 @@
 import { integer } from '../lib/cli-options.js';
 import { Command, Option } from 'commander';
 import split2 from 'split2';
-import { DEFAULT_OPTIONS, MediaServer } from '../lib/server.js';
+import { DEFAULT_OPTIONS, MediaServer } from '../pipelines/server.js';
 import { createLogger, LOG_LEVELS } from '../lib/log.js';
 
 /** Exit within a second of FORCEQUIT even if deleting partial uploads hangs. */

@@ -43,7 +43,7 @@ import {
 } from './harness/child-server.js';
 import { mix32, Rng } from './harness/rng.js';
 import { Command, InvalidArgumentError } from 'commander';
-import { IoeClient, ProtocolError, type CatalogEntry } from '../lib/client.js';
+import { IoeClient, ProtocolError, type CatalogEntry } from '../pipelines/client.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options

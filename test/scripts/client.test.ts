@@ -8,7 +8,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MediaServer } from '../../lib/server.js';
+import { MediaServer } from '../../pipelines/server.js';
 
 const CLI = fileURLToPath(new URL('../../dist/scripts/client.js', import.meta.url));
 

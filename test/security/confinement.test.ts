@@ -23,9 +23,9 @@ import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { MediaServer, type ServerOptions } from '../../lib/server.js';
+import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
 import { LocalStorage } from '../../lib/local-storage.js';
-import { connect, ProtocolError, type IoeClient } from '../../lib/client.js';
+import { connect, ProtocolError, type IoeClient } from '../../pipelines/client.js';
 
 /** How long a refusal may take before we call it a hang. */
 const PROMPT_MS = 3000;

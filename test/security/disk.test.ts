@@ -22,7 +22,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MediaServer } from '../../lib/server.js';
+import { MediaServer } from '../../pipelines/server.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const WAIT_MS = 10_000;

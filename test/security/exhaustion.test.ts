@@ -23,8 +23,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fsp from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
-import { MediaServer } from '../../lib/server.js';
-import { connect, ProtocolError } from '../../lib/client.js';
+import { MediaServer } from '../../pipelines/server.js';
+import { connect, ProtocolError } from '../../pipelines/client.js';
 import { listeningPort } from '../helpers/listening.js';
 
 const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));

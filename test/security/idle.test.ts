@@ -9,8 +9,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MediaServer } from '../../lib/server.js';
-import { connect } from '../../lib/client.js';
+import { MediaServer } from '../../pipelines/server.js';
+import { connect } from '../../pipelines/client.js';
 
 const IDLE_SECONDS = 1;
 

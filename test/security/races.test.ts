@@ -7,8 +7,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MediaServer, type ServerOptions } from '../../lib/server.js';
-import { connect, ProtocolError, type IoeClient } from '../../lib/client.js';
+import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
+import { connect, ProtocolError, type IoeClient } from '../../pipelines/client.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const WAIT_MS = 10_000;

@@ -10,13 +10,13 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { once } from 'node:events';
-import { isErrorCode, ProtocolError } from './errors.js';
-import { parseMediaType, type MediaType } from './media-names.js';
-import type { CatalogEntry } from './storage.js';
-import { frameSplitter, type Frame } from '../pipelines/frame-splitter.js';
+import { isErrorCode, ProtocolError } from '../lib/errors.js';
+import { parseMediaType, type MediaType } from '../lib/media-names.js';
+import type { CatalogEntry } from '../lib/storage.js';
+import { frameSplitter, type Frame } from './frame-splitter.js';
 
-export { ProtocolError } from './errors.js';
-export type { CatalogEntry } from './storage.js';
+export { ProtocolError } from '../lib/errors.js';
+export type { CatalogEntry } from '../lib/storage.js';
 
 export interface ConnectOptions {
   host?: string;

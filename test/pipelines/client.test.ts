@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setImmediate as nextTurn, setTimeout as delay } from 'node:timers/promises';
-import { connect, IoeClient, ProtocolError, type ReadOptions } from '../../lib/client.js';
+import { connect, IoeClient, ProtocolError, type ReadOptions } from '../../pipelines/client.js';
 import type { ErrorCode } from '../../lib/errors.js';
-import { MediaServer, type ServerOptions } from '../../lib/server.js';
+import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
 
 interface Running {
   server: MediaServer;

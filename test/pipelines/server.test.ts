@@ -20,7 +20,7 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MediaServer, type ServerOptions } from '../../lib/server.js';
+import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
 import type { Storage } from '../../lib/storage.js';
 import { RawClient, eventually, sleep } from '../helpers/raw-client.js';
 

@@ -5,15 +5,15 @@
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { ProtocolError } from './errors.js';
-import { HashCache } from './hash-cache.js';
-import { ConnectionLimiter, IdleTimer } from './limits.js';
-import { LocalStorage } from './local-storage.js';
-import { silentLogger, type Logger } from './log.js';
-import type { Storage } from './storage.js';
-import { connectionPipeline } from '../pipelines/connection.js';
-import { ChunkBudget } from './chunk-pacer.js';
-import type { CommandRouter } from '../pipelines/command-router.js';
+import { ProtocolError } from '../lib/errors.js';
+import { HashCache } from '../lib/hash-cache.js';
+import { ConnectionLimiter, IdleTimer } from '../lib/limits.js';
+import { LocalStorage } from '../lib/local-storage.js';
+import { silentLogger, type Logger } from '../lib/log.js';
+import type { Storage } from '../lib/storage.js';
+import { connectionPipeline } from './connection.js';
+import { ChunkBudget } from '../lib/chunk-pacer.js';
+import type { CommandRouter } from './command-router.js';
 
 export interface ServerOptions {
   root: string;
