@@ -19,7 +19,9 @@ export type ErrorCode =
   | 'BUSY'
   | 'TIMEOUT'
   | 'SHUTTING_DOWN'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  // The HTTP door's own (http.md): a PUT whose body does not match its Content-Digest.
+  | 'DIGEST_MISMATCH';
 
 export const ERROR_CODES: readonly ErrorCode[] = [
   'BAD_REQUEST',
@@ -38,6 +40,7 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   'TIMEOUT',
   'SHUTTING_DOWN',
   'INTERNAL',
+  'DIGEST_MISMATCH',
 ];
 
 /** Codes after which the server closes the connection (BAD_REQUEST closes only for a WRITE). */

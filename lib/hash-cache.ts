@@ -35,11 +35,17 @@ export class HashCache {
     const job = this.compute(file).finally(() => this.running.delete(file.version));
     this.running.set(file.version, job);
     const result = await job;
-    this.done.set(file.version, result);
+    this.remember(file.version, result);
+    return result;
+  }
+
+  /** A version's hash known without reading it: an upload's receipt, taken as it was stored. */
+  remember(version: string, result: FileHash): void {
+    this.done.delete(version);
+    this.done.set(version, result);
     if (this.done.size > this.maxEntries) {
       this.done.delete(this.done.keys().next().value as string);
     }
-    return result;
   }
 
   private async compute(file: StoredFile): Promise<FileHash> {

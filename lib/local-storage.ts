@@ -5,7 +5,7 @@
  * Reads open the file once and check what the open descriptor really is, so a link swapped
  * after the check cannot lead outside the root.
  */
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import {
   link,
   lstat,
@@ -55,6 +55,14 @@ export function uploadFault(error: unknown): Error {
     return new ProtocolError('NO_SPACE', 'the disk is full');
   }
   return error instanceof Error ? error : new Error(String(error));
+}
+
+/**
+ * A file's version: device, inode, size, mtime and ctime. A file replaced by a copy with the same
+ * size and mtime (`cp -p`, `rsync -t`) still gets a new version: a new inode, or a new ctime.
+ */
+function fileVersion(stats: BigIntStats): string {
+  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`;
 }
 
 async function fsyncDirectory(path: string): Promise<void> {
@@ -130,7 +138,8 @@ export class LocalStorage implements Storage {
       if (!isInsideRoot(this.root, opened)) throw notFound();
       return {
         size: Number(stats.size),
-        version: `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`,
+        mtime: stats.mtime,
+        version: fileVersion(stats),
         stream: (offset, length, options = {}) =>
           new FileRangeStream(handle, {
             offset,
@@ -250,7 +259,6 @@ export class LocalStorage implements Storage {
       publish: async () => {
         try {
           await file.sync();
-          await file.close();
           await this.publish(tempPath, path);
         } catch (error) {
           await abort();
@@ -260,6 +268,14 @@ export class LocalStorage implements Storage {
         done = true;
         this.uploads.delete(upload);
         release();
+        // The descriptor is still the published inode: its version is exact even if another
+        // upload replaces the name (--overwrite) a moment later. Linking changed its ctime.
+        try {
+          const stats = await file.stat({ bigint: true });
+          return { version: fileVersion(stats), mtime: stats.mtime };
+        } finally {
+          await file.close().catch(() => undefined);
+        }
       },
       abort,
     };

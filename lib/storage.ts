@@ -24,7 +24,12 @@ export interface StreamOptions {
 /** A catalog file opened for reading: its size and bytes are those of this one open file. */
 export interface StoredFile {
   readonly size: number;
-  /** Changes whenever the content may have changed; a cache key (HASH). */
+  /** The time the content was last modified (LIST's mtime, HTTP's Last-Modified). */
+  readonly mtime: Date;
+  /**
+   * Changes whenever the content may have changed, also when a file is replaced by another of
+   * the same size and mtime: the HASH cache's key and the source of HTTP's strong ETag.
+   */
   readonly version: string;
   /**
    * Streams `length` bytes from `offset`, then closes the file. Call at most once; call
@@ -34,11 +39,17 @@ export interface StoredFile {
   close(): Promise<void>;
 }
 
+/** What a publish made visible: the `version` and `mtime` a StoredFile of it will carry. */
+export interface PublishedFile {
+  version: string;
+  mtime: Date;
+}
+
 /** An upload in progress: bytes go to a hidden temporary object until `publish`. */
 export interface Upload {
   write(chunks: Buffer[]): Promise<void>;
   /** Makes the bytes durable and visible under the name; EXISTS if the name was taken meanwhile. */
-  publish(): Promise<void>;
+  publish(): Promise<PublishedFile>;
   /** Deletes what was written. Safe to call more than once, and after a failed publish. */
   abort(): Promise<void>;
 }

@@ -2,14 +2,13 @@
  * The command router: frames in (from the frame splitter), reply bytes out. It parses each
  * line into a request and forks it to one branch, one request at a time, in order:
  *   LIST  → the catalog formatter,
- *   READ  → the size header, then the stored file's ReadStream,
- *   WRITE → the length-limited upload sink, fed by the payload frames that follow,
+ *   READ  → the size header, then the download stage (paced chunks of the open file),
+ *   WRITE → the upload intake (checks, then the upload sink or a drain), fed the payload frames,
  *   HASH, BYE → a single reply line.
  * Branch output is forwarded with backpressure: the next frame is not taken until the reply
  * before it has been handed on, so a slow reader holds only about one chunk in memory.
  */
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { performance } from 'node:perf_hooks';
 import { ProtocolError } from '../lib/errors.js';
 import { ChunkPacer, type ChunkBudget } from '../lib/chunk-pacer.js';
@@ -20,7 +19,8 @@ import type { HashCache } from '../lib/hash-cache.js';
 import type { Storage } from '../lib/storage.js';
 import type { Frame, LineFrame } from './frame-splitter.js';
 import { catalogFormatter } from './catalog-formatter.js';
-import { uploadSink, type UploadSink } from './upload-sink.js';
+import { download } from './download.js';
+import { uploadIntake, type UploadIntake } from './upload-intake.js';
 
 /** One finished command, for the server's log. */
 export interface CommandRecord {
@@ -51,15 +51,16 @@ export interface CommandRouterOptions {
   onProgress?: () => void;
 }
 
-/** The WRITE whose payload is arriving. Without a sink, its bytes are drained. */
+/** The WRITE whose payload is arriving. Without an intake, its bytes are dropped. */
 interface Inbound {
   name?: string;
   left: number;
   received: number;
   started: number;
-  sink?: UploadSink;
-  ending: boolean;
+  intake?: UploadIntake;
+  /** The reply code; set once an ERR has been sent for this WRITE. */
   result: string;
+  answered: boolean;
 }
 
 const VERBS = new Set(['LIST', 'READ', 'WRITE', 'HASH', 'BYE']);
@@ -83,7 +84,6 @@ export class CommandRouter extends Transform {
   private readonly options: CommandRouterOptions;
   /** Chunk sizes for this connection's downloads, following its reader's pace. */
   private readonly pacer: ChunkPacer;
-  private readonly pool?: ChunkPool;
   /** Bytes pushed to the output so far: where each chunk ends, for the pool. */
   private outputBytes = 0;
 
@@ -93,7 +93,6 @@ export class CommandRouter extends Transform {
     super({ writableObjectMode: true, readableHighWaterMark: 0 });
     this.options = options;
     this.pacer = new ChunkPacer({ budget: options.chunkBudget });
-    if (options.outputSent) this.pool = new ChunkPool(options.outputSent);
   }
 
   override push(chunk: unknown, encoding?: BufferEncoding): boolean {
@@ -148,7 +147,7 @@ export class CommandRouter extends Transform {
 
   override _flush(callback: TransformCallback): void {
     // The client closed its side; a WRITE still waiting for bytes can never complete.
-    if (this.inbound?.sink) this.inbound.sink.destroy();
+    this.inbound?.intake?.destroy();
     callback();
   }
 
@@ -163,15 +162,15 @@ export class CommandRouter extends Transform {
     const waiters = this.demandWaiters;
     this.demandWaiters = [];
     for (const waiter of waiters) waiter.reject(error ?? new Error('connection closed'));
-    const sink = this.inbound?.sink;
+    const intake = this.inbound?.intake;
     this.inbound = undefined;
-    if (!sink || sink.closed) {
+    if (!intake || intake.closed) {
       callback(error);
       return;
     }
     // Wait for the temporary file to be gone before reporting the stream closed.
-    sink.once('close', () => callback(error));
-    sink.destroy(new Error('connection closed'));
+    intake.once('close', () => callback(error));
+    intake.destroy(new Error('connection closed'));
   }
 
   /** Replies with the error (INTERNAL for a fault) and closes if its code says so. */
@@ -194,7 +193,7 @@ export class CommandRouter extends Transform {
     this.closing = true;
     if (reply !== undefined) this.push(typeof reply === 'string' ? reply : reply.toReply());
     this.push(null);
-    this.inbound?.sink?.destroy();
+    this.inbound?.intake?.destroy();
   }
 
   private record(
@@ -228,8 +227,8 @@ export class CommandRouter extends Transform {
           left: frame.payload,
           received: 0,
           started,
-          ending: false,
           result: code,
+          answered: true,
         });
       } else {
         this.record(verb, undefined, 0, started, code);
@@ -298,24 +297,17 @@ export class CommandRouter extends Transform {
       this.push(header);
       return 0;
     }
-    const pacer = this.pacer;
-    const stream = file.stream(offset, count, {
-      chunkBytes: () => pacer.size,
-      buffers: this.pool,
+    const pool = this.options.outputSent ? new ChunkPool(this.options.outputSent) : undefined;
+    const chunks = download(file, {
+      offset,
+      length: count,
+      pacer: this.pacer,
+      budget: this.options.chunkBudget,
+      pool,
     });
-    const leave = this.options.chunkBudget?.enter();
-    let sent: number;
-    try {
-      sent = await this.forward(stream, { header, pacer, pool: this.pool });
-    } finally {
-      leave?.();
-      this.pool?.release();
-    }
-    if (sent !== count) {
-      // The file shrank: mid-send, fewer bytes than announced would break the framing (the
-      // connection closes); before the header left, the client gets INTERNAL.
-      throw new Error(`the file shrank while it was sent (${sent} of ${count} bytes)`);
-    }
+    // A file that shrinks makes the download throw: before the header left, the client gets
+    // INTERNAL; mid-send, fewer bytes than announced would break the framing (it closes).
+    const sent = await this.forward(chunks, { header, pool });
     this.sendingPayload = false;
     return sent;
   }
@@ -331,18 +323,15 @@ export class CommandRouter extends Transform {
    * - `header` (a READ's `OK <n>`) leaves in one write with the first chunk (a small copy: the
    *   pacer starts small); from then on the payload has begun and an ERR would break the
    *   framing, so until then a failing source is answered like any other error.
-   * - `pacer` learns how long the reader took each chunk: the time since the one before, any
-   *   wait for demand included.
    * - `pool` learns where each of its chunks ends in the output, to reuse it once sent.
    */
   private async forward(
-    source: Readable,
-    { header, pacer, pool }: { header?: Buffer; pacer?: ChunkPacer; pool?: ChunkPool } = {},
+    source: AsyncIterable<Buffer>,
+    { header, pool }: { header?: Buffer; pool?: ChunkPool } = {},
   ): Promise<number> {
     let sent = 0;
     let lead = header;
-    let since = performance.now();
-    for await (const chunk of source as AsyncIterable<Buffer>) {
+    for await (const chunk of source) {
       sent += chunk.length;
       this.options.onProgress?.();
       let more: boolean;
@@ -355,11 +344,6 @@ export class CommandRouter extends Transform {
         pool?.track(chunk, this.outputBytes);
       }
       if (!more) await this.demand();
-      if (pacer) {
-        const now = performance.now();
-        pacer.paced(chunk.length, now - since);
-        since = now;
-      }
     }
     return sent;
   }
@@ -369,36 +353,37 @@ export class CommandRouter extends Transform {
     payload: number,
     started: number,
   ): Promise<void> {
+    const intake = await uploadIntake({
+      storage: this.options.storage,
+      hashes: this.options.hashes,
+      name: request.name,
+      size: request.size,
+      readOnly: this.options.readOnly,
+    });
     const inbound: Inbound = {
       name: request.name,
       left: payload,
       received: 0,
       started,
-      ending: false,
+      intake,
       result: 'OK',
+      answered: false,
     };
-    try {
-      if (this.options.readOnly) throw new ProtocolError('READ_ONLY', 'the server is read-only');
-      checkName(request.name);
-      const upload = await this.options.storage.beginUpload(request.name, request.size);
-      const sink = uploadSink({ upload, size: request.size });
-      sink.on('error', (error) => {
-        if (inbound.ending || this.closing) return; // answered where the sink is ended
-        inbound.sink = undefined; // drain the rest of the payload
-        inbound.result = this.replyError(error);
-      });
-      inbound.sink = sink;
-    } catch (error) {
+    // A refusal is answered at once, up front or mid-payload; the rest is drained.
+    const refuse = (error: Error): void => {
+      if (inbound.answered || this.closing) return;
+      inbound.answered = true;
       inbound.result = this.replyError(error);
-    }
+    };
+    if (intake.refusal) refuse(intake.refusal);
+    intake.on('refused', refuse);
     this.expectPayload(inbound);
-    // A rejected WRITE of 0 bytes was finished (and recorded) by expectPayload already.
-    if (inbound.left === 0 && this.inbound === inbound) await this.completeWrite(inbound);
+    if (inbound.left === 0) await this.completeWrite(inbound);
   }
 
   private expectPayload(inbound: Inbound): void {
     this.inbound = inbound;
-    if (inbound.left === 0 && !inbound.sink) {
+    if (inbound.left === 0 && !inbound.intake) {
       this.inbound = undefined;
       this.record('WRITE', inbound.name, 0, inbound.started, inbound.result);
       this.finishRequest();
@@ -418,31 +403,33 @@ export class CommandRouter extends Transform {
       if (inbound.left > 0) callback();
       else this.completeWrite(inbound).then(() => callback(), callback);
     };
-    const sink = inbound.sink;
-    if (!sink || sink.write(chunk)) {
+    const intake = inbound.intake;
+    if (!intake || intake.write(chunk)) {
       next();
       return;
     }
     const resume = (): void => {
-      sink.off('drain', resume);
-      sink.off('close', resume);
+      intake.off('drain', resume);
+      intake.off('close', resume);
       next();
     };
-    sink.on('drain', resume);
-    sink.on('close', resume);
+    intake.on('drain', resume);
+    intake.on('close', resume);
   }
 
   /** The payload is all here: publish (or finish draining) and reply. */
   private async completeWrite(inbound: Inbound): Promise<void> {
-    const sink = inbound.sink;
-    if (sink) {
-      inbound.ending = true;
-      sink.end();
+    const intake = inbound.intake;
+    if (intake) {
+      intake.end();
       try {
-        await finished(sink);
-        this.push(okLine(sink.receipt!.size, sink.receipt!.sha256));
+        const receipt = await intake.result;
+        this.push(okLine(receipt.size, receipt.sha256));
       } catch (error) {
-        if (!this.closing) inbound.result = this.replyError(error);
+        if (!inbound.answered && !this.closing) {
+          inbound.answered = true;
+          inbound.result = this.replyError(error);
+        }
       }
     }
     this.inbound = undefined;

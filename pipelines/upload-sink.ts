@@ -1,21 +1,27 @@
 /**
  * The length-limited sink: takes exactly `size` bytes into an upload, hashing SHA-256 on the
- * way, and publishes it when the input ends complete. Short input, extra bytes, a write fault
- * or `destroy()` abort the upload, which deletes the temporary file.
+ * way, and publishes it when the input ends complete. Short input, extra bytes, a write fault,
+ * a digest that does not match or `destroy()` abort the upload, which deletes the temporary
+ * file.
  */
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
-import type { Upload } from '../lib/storage.js';
+import { ProtocolError } from '../lib/errors.js';
+import type { PublishedFile, Upload } from '../lib/storage.js';
 
 export interface UploadReceipt {
   size: number;
   sha256: string;
+  /** The published file's version and mtime, as a later open of it reports them. */
+  published: PublishedFile;
 }
 
 export interface UploadSinkOptions {
   upload: Upload;
   /** Exactly this many bytes must arrive before `end()`. */
   size: number;
+  /** The SHA-256 the bytes must have (HTTP `Content-Digest`); otherwise nothing is published. */
+  expectedSha256?: Buffer;
 }
 
 export class ShortInputError extends Error {
@@ -30,7 +36,7 @@ export interface UploadSink extends Writable {
   receipt?: UploadReceipt;
 }
 
-export function uploadSink({ upload, size }: UploadSinkOptions): UploadSink {
+export function uploadSink({ upload, size, expectedSha256 }: UploadSinkOptions): UploadSink {
   const hash = createHash('sha256');
   let received = 0;
   let published = false;
@@ -55,9 +61,16 @@ export function uploadSink({ upload, size }: UploadSinkOptions): UploadSink {
         callback(new ShortInputError(received, size));
         return;
       }
-      upload.publish().then(() => {
+      const digest = hash.digest();
+      if (expectedSha256 && !digest.equals(expectedSha256)) {
+        callback(
+          new ProtocolError('DIGEST_MISMATCH', 'the body does not match its Content-Digest'),
+        );
+        return;
+      }
+      upload.publish().then((file) => {
         published = true;
-        sink.receipt = { size, sha256: hash.digest('hex') };
+        sink.receipt = { size, sha256: digest.toString('hex'), published: file };
         callback();
       }, callback);
     },

@@ -848,6 +848,7 @@ t.test('a file that shrinks mid-READ: the router fails rather than send fewer by
     beginUpload: (name, size) => real.beginUpload(name, size),
     open: async (): Promise<StoredFile> => ({
       size: 10,
+      mtime: MTIME,
       version: 'v',
       stream: () => Readable.from([Buffer.from('01234')]),
       close: async () => undefined,
@@ -879,6 +880,7 @@ t.test('a READ whose file fails before its first byte: ERR INTERNAL, still in st
     beginUpload: (name, size) => real.beginUpload(name, size),
     open: async (): Promise<StoredFile> => ({
       size: 10,
+      mtime: MTIME,
       version: 'v',
       stream: () =>
         new Readable({

@@ -92,6 +92,7 @@ function fakeUpload(fail: { write?: Error; publish?: Error } = {}) {
     publish: async () => {
       calls.publish++;
       if (fail.publish) throw fail.publish;
+      return { version: 'v1', mtime: new Date(0) };
     },
     abort: async () => {
       calls.abort++;
@@ -108,8 +109,12 @@ t.test('exactly size bytes: the file is published, the receipt is its SHA-256', 
   await pipeline(Readable.from(chunksOf(bytes, 65536)), sink);
   const stored = await readFile(join(root, 'music/song.mp3'));
   t.ok(stored.equals(bytes), 'the stored bytes');
-  t.same(sink.receipt, { size: bytes.length, sha256: sha256(bytes) });
+  t.match(sink.receipt, { size: bytes.length, sha256: sha256(bytes) });
   t.equal(sink.receipt?.sha256, createHash('sha256').update(stored).digest('hex'));
+  const opened = await storage.open('music/song.mp3');
+  t.equal(sink.receipt?.published.version, opened.version, 'the version an open reports');
+  t.same(sink.receipt?.published.mtime, opened.mtime, 'and its mtime');
+  await opened.close();
   t.same(await temps(root), [], 'no temporary file left');
 });
 
@@ -130,7 +135,7 @@ t.test('an empty upload publishes an empty file', async (t) => {
   sink.end();
   await once(sink, 'finish');
   t.equal((await readFile(join(root, 'empty.wav'))).length, 0);
-  t.same(sink.receipt, { size: 0, sha256: sha256(Buffer.alloc(0)) });
+  t.match(sink.receipt, { size: 0, sha256: sha256(Buffer.alloc(0)) });
 });
 
 t.test('the temporary file exists while the upload runs, and nothing is visible', async (t) => {

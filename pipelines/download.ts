@@ -1,0 +1,69 @@
+/**
+ * The READ branch, for both doors: `length` bytes of one open stored file from `offset`, as
+ * chunks sized to the reader's pace (ChunkPacer) within every download's shared ChunkBudget,
+ * in buffers from the download's ChunkPool. The consumer takes chunks one at a time and hands
+ * each on with backpressure before it asks for the next, so the time between two asks is the
+ * reader's pace. The bytes all come from the one open file; if it yields fewer than `length`
+ * (it shrank), the iteration throws `ShrunkError`, so no door ever sends fewer bytes than it
+ * announced.
+ */
+import { performance } from 'node:perf_hooks';
+import type { ChunkBudget, ChunkPacer } from '../lib/chunk-pacer.js';
+import type { ChunkPool } from '../lib/chunk-pool.js';
+import type { StoredFile } from '../lib/storage.js';
+
+export interface DownloadOptions {
+  offset: number;
+  length: number;
+  /** The connection's pacer: it learns the reader's pace from this download's asks. */
+  pacer: ChunkPacer;
+  /** Shared by every download of the server, to bound the memory their chunks hold. */
+  budget?: ChunkBudget;
+  /** Where chunk buffers come from (default: a new buffer each). */
+  pool?: ChunkPool;
+}
+
+export class ShrunkError extends Error {
+  constructor(sent: number, length: number) {
+    super(`the file shrank while it was sent (${sent} of ${length} bytes)`);
+    this.name = 'ShrunkError';
+  }
+}
+
+/**
+ * Yields the chunks; closes the file when done, when the consumer stops early, or on a fault.
+ * Takes ownership of `file`.
+ */
+export async function* download(
+  file: StoredFile,
+  { offset, length, pacer, budget, pool }: DownloadOptions,
+): AsyncGenerator<Buffer, void, undefined> {
+  if (length === 0) {
+    await file.close();
+    return;
+  }
+  let asked: { bytes: number; at: number } | undefined;
+  const source = file.stream(offset, length, {
+    // Asked before each read, which happens when the consumer takes the chunk before: the time
+    // since the last ask is what the reader took for that chunk, waits for the socket included.
+    chunkBytes: () => {
+      const now = performance.now();
+      if (asked) pacer.paced(asked.bytes, now - asked.at);
+      asked = { bytes: pacer.size, at: now };
+      return asked.bytes;
+    },
+    buffers: pool,
+  });
+  const leave = budget?.enter();
+  let sent = 0;
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      sent += chunk.length;
+      yield chunk;
+    }
+    if (sent !== length) throw new ShrunkError(sent, length);
+  } finally {
+    leave?.();
+    source.destroy();
+  }
+}
