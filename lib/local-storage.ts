@@ -257,9 +257,10 @@ export class LocalStorage implements Storage {
         }
       },
       publish: async () => {
+        let replaced: boolean;
         try {
           await file.sync();
-          await this.publish(tempPath, path);
+          replaced = await this.publish(tempPath, path);
         } catch (error) {
           await abort();
           throw error instanceof ProtocolError ? error : uploadFault(error);
@@ -272,7 +273,7 @@ export class LocalStorage implements Storage {
         // upload replaces the name (--overwrite) a moment later. Linking changed its ctime.
         try {
           const stats = await file.stat({ bigint: true });
-          return { version: fileVersion(stats), mtime: stats.mtime };
+          return { version: fileVersion(stats), mtime: stats.mtime, replaced };
         } finally {
           await file.close().catch(() => undefined);
         }
@@ -284,9 +285,10 @@ export class LocalStorage implements Storage {
   }
 
   /** Moves a complete, fsynced temporary file into place and makes that durable. */
-  private async publish(tempPath: string, path: string): Promise<void> {
+  /** Returns whether an existing file was replaced (--overwrite). */
+  private async publish(tempPath: string, path: string): Promise<boolean> {
     try {
-      await this.movePublished(tempPath, path);
+      return await this.movePublished(tempPath, path);
     } finally {
       // Before the WRITE's OK: a LIST on any connection after it must see the file. inotify
       // would tell the cache too, but later.
@@ -294,11 +296,17 @@ export class LocalStorage implements Storage {
     }
   }
 
-  private async movePublished(tempPath: string, path: string): Promise<void> {
+  private async movePublished(tempPath: string, path: string): Promise<boolean> {
     const parent = dirname(path);
     const created = await mkdir(parent, { recursive: true });
     await this.checkParents(parent); // a folder swapped for a link meanwhile cannot lead out
+    let replaced = false;
     if (this.overwrite) {
+      // Only for the answer (HTTP 200 rather than 201): rename replaces atomically either way.
+      replaced = await lstat(path).then(
+        () => true,
+        () => false,
+      );
       await rename(tempPath, path).catch((error) => {
         if (errno(error) === 'EISDIR' || errno(error) === 'ENOTEMPTY') {
           throw new ProtocolError('EXISTS', 'a folder of that name exists');
@@ -332,6 +340,7 @@ export class LocalStorage implements Storage {
       await fsyncDirectory(dir);
       if (dir === top || dir === this.root) break;
     }
+    return replaced;
   }
 
   async close(): Promise<void> {

@@ -14,6 +14,32 @@ export const MEDIA_EXTENSIONS: Readonly<Record<MediaType, readonly string[]>> = 
   picture: ['.jpg', '.jpeg', '.png', '.gif', '.webp', '.heic', '.bmp', '.tif', '.tiff'],
 };
 
+/** The HTTP door's `Content-Type` of each extension (http.md's table). */
+export const CONTENT_TYPES: Readonly<Record<string, string>> = {
+  '.mov': 'video/quicktime',
+  '.mp4': 'video/mp4',
+  '.m4v': 'video/x-m4v',
+  '.mkv': 'video/x-matroska',
+  '.avi': 'video/x-msvideo',
+  '.webm': 'video/webm',
+  '.mp3': 'audio/mpeg',
+  '.m4a': 'audio/mp4',
+  '.aac': 'audio/aac',
+  '.flac': 'audio/flac',
+  '.wav': 'audio/wav',
+  '.ogg': 'audio/ogg',
+  '.opus': 'audio/ogg',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.png': 'image/png',
+  '.gif': 'image/gif',
+  '.webp': 'image/webp',
+  '.heic': 'image/heic',
+  '.bmp': 'image/bmp',
+  '.tif': 'image/tiff',
+  '.tiff': 'image/tiff',
+};
+
 const TYPE_BY_EXTENSION = new Map<string, MediaType>(
   MEDIA_TYPES.flatMap((type) => MEDIA_EXTENSIONS[type].map((ext) => [ext, type] as const)),
 );
@@ -25,12 +51,24 @@ export const MAX_SEGMENT_BYTES = 255;
 // eslint-disable-next-line no-control-regex
 const FORBIDDEN_CHARACTERS = /[\u0000-\u001f\u007f\\]/;
 
-/** The media type of a name or path by its extension (case-insensitive), or undefined. */
-export function mediaTypeOf(name: string): MediaType | undefined {
+/** A name's extension in lower case (ASCII folding only), or undefined. */
+function extensionOf(name: string): string | undefined {
   const dot = name.lastIndexOf('.');
   if (dot < 0 || name.indexOf('/', dot) >= 0) return undefined;
   // ASCII-only folding: a Unicode fold would let the Kelvin sign (U+212A) pass for `k`.
-  return TYPE_BY_EXTENSION.get(name.slice(dot).replace(/[A-Z]+/g, (s) => s.toLowerCase()));
+  return name.slice(dot).replace(/[A-Z]+/g, (s) => s.toLowerCase());
+}
+
+/** The media type of a name or path by its extension (case-insensitive), or undefined. */
+export function mediaTypeOf(name: string): MediaType | undefined {
+  const extension = extensionOf(name);
+  return extension === undefined ? undefined : TYPE_BY_EXTENSION.get(extension);
+}
+
+/** The `Content-Type` of a media name (`application/octet-stream` for anything else). */
+export function contentTypeOf(name: string): string {
+  const extension = extensionOf(name);
+  return (extension !== undefined && CONTENT_TYPES[extension]) || 'application/octet-stream';
 }
 
 /** Parses a LIST type argument (case-insensitive), or undefined if it names no type. */

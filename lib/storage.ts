@@ -43,6 +43,8 @@ export interface StoredFile {
 export interface PublishedFile {
   version: string;
   mtime: Date;
+  /** An existing file of the name was replaced (only ever with --overwrite). */
+  replaced?: boolean;
 }
 
 /** An upload in progress: bytes go to a hidden temporary object until `publish`. */

@@ -1,7 +1,9 @@
 /**
  * The catalog formatter: catalog entries in, the LIST reply out: `OK <count>\n`, then one
- * `<type>\t<name>\t<size>\t<mtime>\n` line per entry. Lines are batched into chunks of about
+ * `<type>\t<name>\t<size>\t<mtime>\n` line per entry. Text is batched into chunks of about
  * 64 KiB so a large listing streams without one string per line or one for the whole.
+ * `entryFormatter` is that batching for any text format: the HTTP door's JSON and M3U
+ * listings are formatters beside this one.
  */
 import through2 from 'through2';
 import type { Transform, TransformCallback } from 'node:stream';
@@ -14,15 +16,25 @@ export interface CatalogFormatterOptions {
   batchChars?: number;
 }
 
-export function formatEntry(entry: CatalogEntry): string {
-  return `${entry.type}\t${entry.name}\t${entry.size}\t${entry.mtime.toISOString()}\n`;
+export interface EntryFormatterOptions {
+  /** Text before the first entry. */
+  head: string;
+  /** One entry's text; `index` counts from 0 (for separators). */
+  entry: (entry: CatalogEntry, index: number) => string;
+  /** Text after the last entry. */
+  tail?: string;
+  batchChars?: number;
 }
 
-export function catalogFormatter({
-  count,
+/** Entries in, `head`, each entry's text and `tail` out, in chunks of about `batchChars`. */
+export function entryFormatter({
+  head,
+  entry: format,
+  tail = '',
   batchChars = 65536,
-}: CatalogFormatterOptions): Transform {
-  let batch = `OK ${count}\n`;
+}: EntryFormatterOptions): Transform {
+  let batch = head;
+  let index = 0;
   return through2.obj(
     function (
       this: Transform,
@@ -30,7 +42,7 @@ export function catalogFormatter({
       _encoding: BufferEncoding,
       callback: TransformCallback,
     ) {
-      batch += formatEntry(entry);
+      batch += format(entry, index++);
       if (batch.length >= batchChars) {
         this.push(Buffer.from(batch));
         batch = '';
@@ -38,8 +50,17 @@ export function catalogFormatter({
       callback();
     },
     function (this: Transform, callback: TransformCallback) {
+      batch += tail;
       if (batch.length > 0) this.push(Buffer.from(batch));
       callback();
     },
   ) as unknown as Transform;
+}
+
+export function formatEntry(entry: CatalogEntry): string {
+  return `${entry.type}\t${entry.name}\t${entry.size}\t${entry.mtime.toISOString()}\n`;
+}
+
+export function catalogFormatter({ count, batchChars }: CatalogFormatterOptions): Transform {
+  return entryFormatter({ head: `OK ${count}\n`, entry: formatEntry, batchChars });
 }

@@ -1,24 +1,38 @@
 /**
- * The media server's lifecycle: create → listen (ready) → quit (graceful) or forceQuit.
- * Each accepted socket gets its own connection pipeline; this module owns what is shared
- * between them: the storage, the hash cache, the limits, the idle timers and the log.
+ * The media server: two front doors on one process. The TCP door (tcp-door.ts) and the HTTP
+ * door (http-door.ts) share everything behind them: one storage (and so one lock set and one
+ * catalog cache), one hash cache, one download chunk budget, one connection limiter, one log.
+ * Lifecycle: create → listen (ready) → quit (graceful) or forceQuit, for both doors at once.
  */
 import { EventEmitter } from 'node:events';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { ProtocolError } from '../lib/errors.js';
+import type { AddressInfo, Socket } from 'node:net';
+import { ChunkBudget } from '../lib/chunk-pacer.js';
 import { HashCache } from '../lib/hash-cache.js';
-import { ConnectionLimiter, IdleTimer } from '../lib/limits.js';
+import { ConnectionLimiter } from '../lib/limits.js';
 import { LocalStorage } from '../lib/local-storage.js';
 import { silentLogger, type Logger } from '../lib/log.js';
 import type { Storage } from '../lib/storage.js';
-import { connectionPipeline } from './connection.js';
-import { ChunkBudget } from '../lib/chunk-pacer.js';
-import type { CommandRouter } from './command-router.js';
+import type { WebAssets } from '../lib/web-assets.js';
+import type { DoorContext } from './door.js';
+import { HttpDoor } from './http-door.js';
+import { TcpDoor } from './tcp-door.js';
 
 export interface ServerOptions {
   root: string;
   host: string;
   port: number;
+  /**
+   * The HTTP door's port (0 picks a free one); undefined: no HTTP door. The server script
+   * opens it on 10080 by default.
+   */
+  httpPort?: number;
+  /**
+   * The HTTP port was not asked for: if it is taken, run the TCP door alone (`httpOff` says
+   * why) instead of failing to start.
+   */
+  httpPortOptional?: boolean;
+  /** The web page's files; without them the HTTP door serves no page at `/`. */
+  webAssets?: WebAssets;
   maxConnections: number;
   maxConnectionsPerIp: number;
   /** Largest WRITE in bytes; undefined for no limit but free disk. */
@@ -44,13 +58,8 @@ export const DEFAULT_OPTIONS: Omit<ServerOptions, 'logger'> = {
   overwrite: false,
 };
 
-/** After the last reply, how long a closing connection may still send before it is cut. */
-const LINGER_MS = 2000;
-
-interface Connection {
-  socket: Socket;
-  router: CommandRouter;
-}
+/** The HTTP door's port when the server script is not told otherwise. */
+export const DEFAULT_HTTP_PORT = 10080;
 
 /**
  * Events: 'connections' (count) whenever a connection closes while quitting.
@@ -58,12 +67,13 @@ interface Connection {
 export class MediaServer extends EventEmitter {
   readonly options: ServerOptions;
   readonly storage: Storage;
-  private readonly server: Server;
-  private readonly hashes = new HashCache();
-  /** The memory every download's chunks share (see chunk-pacer.ts). */
-  private readonly chunkBudget = new ChunkBudget();
-  private readonly limiter: ConnectionLimiter;
-  private readonly connections = new Set<Connection>();
+  private readonly tcp: TcpDoor;
+  private readonly http?: HttpDoor;
+  private tcpAddress?: AddressInfo;
+  /** Where the HTTP door listens, once it does. */
+  httpAddress?: AddressInfo;
+  /** Why the HTTP door is off although it was asked for (its default port was taken). */
+  httpOff?: string;
   private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
   private quitting?: Promise<void>;
@@ -73,12 +83,23 @@ export class MediaServer extends EventEmitter {
     this.options = options;
     this.storage = storage;
     this.log = options.logger;
-    this.limiter = new ConnectionLimiter(options.maxConnections, options.maxConnectionsPerIp);
-    // allowHalfOpen: a client that sends its commands and then shuts its side still gets
-    // every reply before we close ours.
-    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) =>
-      this.accept(socket),
-    );
+    const context: DoorContext = {
+      storage,
+      hashes: new HashCache(),
+      // The memory every download's chunks share, over both doors (see chunk-pacer.ts).
+      chunkBudget: new ChunkBudget(),
+      limiter: new ConnectionLimiter(options.maxConnections, options.maxConnectionsPerIp),
+      log: options.logger,
+      readOnly: options.readOnly,
+      maxUpload: options.maxUpload,
+      idleTimeoutSeconds: options.idleTimeoutSeconds,
+      isQuitting: () => this.quitting !== undefined,
+      track: (socket) => this.track(socket),
+    };
+    this.tcp = new TcpDoor(context);
+    if (options.httpPort !== undefined) {
+      this.http = new HttpDoor({ context, assets: options.webAssets });
+    }
   }
 
   /** Opens the storage (creating the root, removing crash left-overs). */
@@ -89,25 +110,36 @@ export class MediaServer extends EventEmitter {
     return new MediaServer(full, storage);
   }
 
-  /** Starts accepting connections; resolves with the bound address once ready. */
-  listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off('error', reject);
-        this.server.on('error', (error) => this.log.error({ err: error }, 'listener error'));
-        resolve(this.address);
-      });
-    });
+  /**
+   * Starts both doors; resolves with the TCP door's address once both are ready (the HTTP
+   * door's is `httpAddress`).
+   */
+  async listen(): Promise<AddressInfo> {
+    const { host, port, httpPort, httpPortOptional } = this.options;
+    this.tcpAddress = await this.tcp.listen(port, host);
+    if (this.http && httpPort !== undefined) {
+      try {
+        this.httpAddress = await this.http.listen(httpPort, host);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (!httpPortOptional || code !== 'EADDRINUSE') {
+          await this.tcp.shutdown();
+          throw error;
+        }
+        this.httpOff = `port ${httpPort} is in use`;
+        this.log.warn({ door: 'http', port: httpPort }, 'web off: the port is in use');
+      }
+    }
+    return this.tcpAddress;
   }
 
   get address(): AddressInfo {
-    return this.server.address() as AddressInfo;
+    return this.tcpAddress!;
   }
 
-  /** Connections being served (not counting those refused with BUSY). */
+  /** Connections being served on both doors (not counting those refused with BUSY). */
   get connectionCount(): number {
-    return this.connections.size;
+    return this.tcp.connectionCount + (this.http?.connectionCount ?? 0);
   }
 
   get isQuitting(): boolean {
@@ -115,14 +147,15 @@ export class MediaServer extends EventEmitter {
   }
 
   /**
-   * QUIT: stop accepting, let commands in flight finish, then close every connection with
-   * SHUTTING_DOWN (idle ones at once). Resolves when the last connection has closed.
+   * QUIT: stop accepting, let requests in flight finish, then close every connection (TCP
+   * with SHUTTING_DOWN; HTTP after its response; idle ones at once). Resolves when the last
+   * connection has closed.
    */
   quit(): Promise<void> {
     this.quitting ??= (async () => {
-      const listenerClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-      for (const connection of this.connections) connection.router.shutdown();
-      await Promise.all([listenerClosed, this.allClosed()]);
+      const doors = [this.tcp.shutdown()];
+      if (this.httpAddress) doors.push(this.http!.shutdown());
+      await Promise.all([...doors, this.allClosed()]);
       await this.storage.close();
     })();
     return this.quitting;
@@ -131,7 +164,8 @@ export class MediaServer extends EventEmitter {
   /** FORCEQUIT: drop every connection now and delete partial uploads. */
   async forceQuit(): Promise<void> {
     this.quitting ??= Promise.resolve();
-    this.server.close();
+    this.tcp.stop();
+    if (this.httpAddress) this.http!.stop();
     for (const socket of this.sockets) socket.destroy();
     await this.storage.close();
   }
@@ -154,73 +188,6 @@ export class MediaServer extends EventEmitter {
       this.sockets.delete(socket);
       this.emit('socket-closed');
       if (this.quitting) this.emit('connections', this.sockets.size);
-    });
-  }
-
-  /** Ends our side after the last reply, then cuts a client that keeps sending. */
-  private linger(socket: Socket): void {
-    socket.resume(); // read and drop whatever else comes, so closing sends FIN, not RST
-    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-    timer.unref();
-    socket.once('close', () => clearTimeout(timer));
-  }
-
-  private accept(socket: Socket): void {
-    this.track(socket);
-    socket.on('error', (error) => this.log.debug({ err: error }, 'socket error'));
-    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    const release = this.limiter.acquire(socket.remoteAddress ?? '');
-    if (!release || this.quitting) {
-      const error = this.quitting
-        ? new ProtocolError('SHUTTING_DOWN', 'the server is shutting down')
-        : new ProtocolError('BUSY', 'too many connections; try again later');
-      this.log.info({ peer, result: error.code }, 'connection refused');
-      socket.end(error.toReply());
-      this.linger(socket);
-      return;
-    }
-    const opened = Date.now();
-    let commands = 0;
-    const log = this.log.child({ peer });
-    const idle = new IdleTimer({
-      timeoutMs: this.options.idleTimeoutSeconds * 1000,
-      sentBytes: () => socket.bytesWritten - socket.writableLength,
-      onTimeout: () => {
-        log.info('idle timeout');
-        router.timeout();
-      },
-    });
-    const { stream, router } = connectionPipeline({
-      storage: this.storage,
-      hashes: this.hashes,
-      chunkBudget: this.chunkBudget,
-      // Everything the socket sends is this pipeline's output (BUSY is answered without one).
-      outputSent: () => socket.bytesWritten - socket.writableLength,
-      readOnly: this.options.readOnly,
-      maxUpload: this.options.maxUpload,
-      onProgress: () => idle.touch(),
-      onCommand: (record) => {
-        commands++;
-        log.info(record, 'command');
-      },
-      onFault: (error) => log.error({ err: error }, 'internal fault'),
-    });
-    const connection: Connection = { socket, router };
-    this.connections.add(connection);
-    log.info('connection opened');
-
-    socket.pipe(stream).pipe(socket);
-    stream.on('end', () => this.linger(socket));
-    stream.on('error', (error) => {
-      log.warn({ err: error }, 'connection aborted');
-      socket.destroy();
-    });
-    socket.once('close', () => {
-      idle.stop();
-      release();
-      stream.destroy();
-      this.connections.delete(connection);
-      log.info({ ms: Date.now() - opened, commands }, 'connection closed');
     });
   }
 }

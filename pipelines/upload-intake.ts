@@ -29,6 +29,8 @@ export interface UploadIntakeOptions {
 export interface UploadIntake extends Writable {
   /** Why the upload was refused, once it is (up front, or a fault mid-payload). */
   refusal?: Error;
+  /** Payload bytes taken so far, stored or dropped. */
+  received: number;
   /**
    * Settles once the input has ended: the receipt of the published file, or the refusal (a
    * ProtocolError, or a fault to be answered INTERNAL). Never rejects unobserved.
@@ -72,6 +74,7 @@ export async function uploadIntake(options: UploadIntakeOptions): Promise<Upload
   const intake: UploadIntake = Object.assign(
     new Writable({
       write(chunk: Buffer, _encoding, callback) {
+        intake.received += chunk.length;
         const target = sink;
         if (!target || target.write(chunk)) {
           callback();
@@ -122,7 +125,7 @@ export async function uploadIntake(options: UploadIntakeOptions): Promise<Upload
         target.destroy(reason);
       },
     }),
-    { refusal, result },
+    { refusal, result, received: 0 },
   );
   sink?.on('error', (error) => refuse(error));
   return intake;

@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 /**
- * ioe-server: serves a media folder over protocol v1.
+ * ioe-server: serves a media folder over protocol v1 (TCP) and HTTP, with the web page.
  * Console (stdin): QUIT waits for transfers in flight, FORCEQUIT ends them now.
  * SIGTERM and SIGINT act as QUIT; a second SIGINT at least 0.5 s later acts as FORCEQUIT.
  */
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { integer } from '../lib/cli-options.js';
 import { Command, Option } from 'commander';
 import split2 from 'split2';
-import { DEFAULT_OPTIONS, MediaServer } from '../pipelines/server.js';
+import { DEFAULT_HTTP_PORT, DEFAULT_OPTIONS, MediaServer } from '../pipelines/server.js';
 import { createLogger, LOG_LEVELS } from '../lib/log.js';
+import { loadWebAssets } from '../lib/web-assets.js';
 
 /** Exit within a second of FORCEQUIT even if deleting partial uploads hangs. */
 const FORCE_EXIT_MS = 900;
@@ -20,6 +23,12 @@ const program = new Command('ioe-server')
   .option('--root <dir>', 'media root, created if missing', DEFAULT_OPTIONS.root)
   .option('--host <host>', 'address to bind', DEFAULT_OPTIONS.host)
   .option('--port <port>', 'port; 0 picks a free one', integer(0, 65535), DEFAULT_OPTIONS.port)
+  .option(
+    '--http-port <port>',
+    `HTTP port for browsers and players; 0 picks a free one (default: ${DEFAULT_HTTP_PORT})`,
+    integer(0, 65535),
+  )
+  .option('--no-http', 'serve the TCP protocol only')
   .option(
     '--max-connections <n>',
     'open connections at once',
@@ -55,6 +64,8 @@ const opts = program.opts<{
   root: string;
   host: string;
   port: number;
+  httpPort?: number;
+  http: boolean;
   maxConnections: number;
   maxConnectionsPerIp: number;
   maxUpload?: number;
@@ -66,11 +77,31 @@ const opts = program.opts<{
 
 const logger = createLogger(opts.logLevel);
 
+/** The web page: scripts/web (copied next to the compiled script), and the hash library. */
+async function webAssets() {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const noble = dirname(fileURLToPath(import.meta.resolve('@noble/hashes/sha2.js')));
+  const vendor = ['sha2.js', '_md.js', '_u64.js', 'utils.js'];
+  return loadWebAssets({
+    page: join(here, 'web'),
+    extra: Object.fromEntries(vendor.map((file) => [`noble-hashes/${file}`, join(noble, file)])),
+  });
+}
+
+/** `http://host:port/`, with brackets around an IPv6 address. */
+function webUrl(address: string, port: number): string {
+  return `http://${address.includes(':') ? `[${address}]` : address}:${port}/`;
+}
+
 async function main(): Promise<void> {
   const server = await MediaServer.create({
     root: opts.root,
     host: opts.host,
     port: opts.port,
+    httpPort: opts.http ? (opts.httpPort ?? DEFAULT_HTTP_PORT) : undefined,
+    // Without --http-port, a taken 10080 leaves the TCP door alone rather than no server.
+    httpPortOptional: opts.httpPort === undefined,
+    webAssets: opts.http ? await webAssets() : undefined,
     maxConnections: opts.maxConnections,
     maxConnectionsPerIp: opts.maxConnectionsPerIp,
     maxUpload: opts.maxUpload,
@@ -82,6 +113,13 @@ async function main(): Promise<void> {
   const address = await server.listen();
   logger.info({ root: opts.root, ...address }, 'ready');
   process.stdout.write(`listening on ${address.address}:${address.port}\n`);
+  if (server.httpAddress) {
+    const web = server.httpAddress;
+    logger.info({ door: 'http', ...web }, 'web ready');
+    process.stdout.write(`web on ${webUrl(web.address, web.port)}\n`);
+  } else if (server.httpOff) {
+    process.stdout.write(`web off: ${server.httpOff}; use --http-port\n`);
+  }
 
   let forcing = false;
   const forceQuit = (): void => {

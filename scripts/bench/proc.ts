@@ -132,7 +132,7 @@ export function startIoe(root: string, logFile: string, extra: string[] = []): P
   return startListening(
     'ioe',
     SERVER_JS,
-    ['--port', '0', '--host', HOST, '--root', root, ...extra],
+    ['--port', '0', '--http-port', '0', '--host', HOST, '--root', root, ...extra],
     logFile,
   );
 }

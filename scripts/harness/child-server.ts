@@ -21,7 +21,7 @@ const QUIT_TIMEOUT_MS = 15_000;
 
 /** Starts `ioe-server --port 0 ...args` and resolves once it prints `listening on`. */
 export async function startChildServer(args: string[]): Promise<ChildServer> {
-  const child = spawn(process.execPath, [SERVER_JS, '--port', '0', ...args], {
+  const child = spawn(process.execPath, [SERVER_JS, '--port', '0', '--http-port', '0', ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   // If this script dies or is interrupted, its server must not outlive it (end of stdin is not

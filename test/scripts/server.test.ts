@@ -139,7 +139,14 @@ async function startCli(
   // With a cwd and no root, the server picks its default root, ./media.
   const useDefault = options.cwd !== undefined && options.root === undefined;
   const root = useDefault ? join(options.cwd!, 'media') : (options.root ?? (await tempDir(t)));
-  const full = ['--port', '0', ...(useDefault ? [] : ['--root', root]), ...args];
+  const full = [
+    '--port',
+    '0',
+    '--http-port',
+    '0',
+    ...(useDefault ? [] : ['--root', root]),
+    ...args,
+  ];
   const proc = launch(full, options.cwd);
   const clients: RawClient[] = [];
   t.teardown(async () => {

@@ -28,9 +28,13 @@ const WAIT_MS = 10_000;
 
 /** Starts the executable; resolves with the child and its port once it is listening. */
 function startServer(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [SERVER, '--port', '0', '--log-level', 'warn', ...args], {
-    stdio: ['pipe', 'pipe', 'ignore'],
-  });
+  const child = spawn(
+    process.execPath,
+    [SERVER, '--port', '0', '--no-http', '--log-level', 'warn', ...args],
+    {
+      stdio: ['pipe', 'pipe', 'ignore'],
+    },
+  );
   return listeningPort(child, WAIT_MS).then((port) => ({ child, port }));
 }
 

@@ -128,7 +128,7 @@ t.test('1,000 downloads aborted mid-stream leak no descriptors', async (t) => {
   writeFileSync(join(root, 'big.mp4'), randomBytes(size));
   const server = await startServer(
     t,
-    `exec "${process.execPath}" "${SERVER}" --port 0 --log-level warn --root "${root}"`,
+    `exec "${process.execPath}" "${SERVER}" --port 0 --http-port 0 --log-level warn --root "${root}"`,
   );
   const pid = server.child.pid!;
   await sleep(300);
@@ -185,7 +185,7 @@ t.test('out of descriptors (ulimit -n 64): no crash, sheds load, recovers', asyn
   writeFileSync(join(root, 'a.mp3'), 'tune');
   const server = await startServer(
     t,
-    `ulimit -n 64 && exec "${process.execPath}" "${SERVER}" --port 0 --log-level warn --root "${root}"`,
+    `ulimit -n 64 && exec "${process.execPath}" "${SERVER}" --port 0 --http-port 0 --log-level warn --root "${root}"`,
   );
 
   // 10 clients are served first and stay connected; then 190 more arrive at once. Everyone

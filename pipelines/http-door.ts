@@ -1,0 +1,203 @@
+/**
+ * The HTTP door (http.md): a node:http listener over the same shared state as the TCP door.
+ * It owns what is HTTP's and not the requests': the connection limit on each new socket (the
+ * same limiter as TCP's), the timeouts (slow headers, stalled bodies and readers, idle
+ * keep-alive), the answers to requests Node's parser refuses, and QUIT's drain. Requests go to
+ * the HttpRequestHandler.
+ */
+import {
+  createServer,
+  STATUS_CODES,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { errorBody, httpStatus, type HttpErrorCode } from '../lib/http-errors.js';
+import { IdleTimer } from '../lib/limits.js';
+import type { WebAssets } from '../lib/web-assets.js';
+import { cutAfter, type Door, type DoorContext } from './door.js';
+import { HttpError, HttpRequestHandler } from './http-request.js';
+
+/** Headers must be complete within the idle timeout, and never more than this. */
+const MAX_HEADERS_MS = 30_000;
+/** How often Node checks for slow headers. */
+const CHECK_INTERVAL_MS = 1000;
+
+export interface HttpDoorOptions {
+  context: DoorContext;
+  assets?: WebAssets;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
+
+/** Host header values of our own, for a door bound to loopback at `port`. */
+function loopbackHosts(port: number): Set<string> {
+  const suffix = port === 80 ? ['', ':80'] : [`:${port}`];
+  const hosts = new Set<string>();
+  for (const name of ['localhost', '127.0.0.1', '[::1]']) {
+    for (const end of suffix) hosts.add(`${name}${end}`);
+  }
+  return hosts;
+}
+
+/** A whole response written straight to a socket that has no request object to answer. */
+function rawAnswer(code: HttpErrorCode, message: string): string {
+  const body = errorBody(code, message);
+  const status = httpStatus(code);
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  );
+}
+
+export class HttpDoor implements Door {
+  private readonly context: DoorContext;
+  private readonly assets?: WebAssets;
+  private readonly server: Server;
+  private handler?: HttpRequestHandler;
+  /** Sockets over the connection limit: their first request is answered BUSY. */
+  private readonly refused = new WeakSet<Socket>();
+  private readonly open = new Set<Socket>();
+
+  constructor({ context, assets }: HttpDoorOptions) {
+    this.context = context;
+    this.assets = assets;
+    const idleMs = context.idleTimeoutSeconds * 1000;
+    this.server = createServer({
+      // Checked every CHECK_INTERVAL_MS rather than Node's 30 s.
+      connectionsCheckingInterval: CHECK_INTERVAL_MS,
+      headersTimeout: idleMs > 0 ? Math.min(idleMs, MAX_HEADERS_MS) : MAX_HEADERS_MS,
+      // A large upload takes as long as it takes; a stalled one is the idle timer's.
+      requestTimeout: 0,
+      keepAliveTimeout: idleMs,
+      noDelay: true,
+    });
+    this.server.on('connection', (socket: Socket) => this.accept(socket));
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) =>
+      this.request(req, res, false),
+    );
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
+      this.request(req, res, true),
+    );
+    this.server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) =>
+      this.clientError(error, socket),
+    );
+  }
+
+  get connectionCount(): number {
+    return this.open.size;
+  }
+
+  listen(port: number, host: string): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        this.server.on('error', (error) =>
+          this.context.log.error({ err: error, door: 'http' }, 'listener error'),
+        );
+        const address = this.server.address() as AddressInfo;
+        this.handler = new HttpRequestHandler({
+          context: this.context,
+          assets: this.assets,
+          allowedHosts: LOOPBACK.test(host) ? loopbackHosts(address.port) : undefined,
+          onRequest: (record) => this.context.log.info({ door: 'http', ...record }, 'request'),
+          onFault: (error) =>
+            this.context.log.error({ err: error, door: 'http' }, 'internal fault'),
+        });
+        resolve(address);
+      });
+    });
+  }
+
+  /** QUIT: stop accepting, close idle keep-alive connections; the rest after their response. */
+  /** FORCEQUIT: stop accepting; the server destroys the sockets. */
+  stop(): void {
+    this.server.close();
+  }
+
+  shutdown(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    return closed;
+  }
+
+  private accept(socket: Socket): void {
+    this.context.track(socket);
+    socket.on('error', (error) => this.context.log.debug({ err: error }, 'socket error'));
+    const release = this.context.limiter.acquire(socket.remoteAddress ?? '');
+    if (!release) {
+      // Answered BUSY on its first request (a reply needs a request to answer); cut soon.
+      this.refused.add(socket);
+      cutAfter(socket);
+      return;
+    }
+    this.open.add(socket);
+    const idle = new IdleTimer({
+      timeoutMs: this.context.idleTimeoutSeconds * 1000,
+      // Bytes in either direction: a body arriving or a reader reading. Slow headers are
+      // Node's headersTimeout; an idle keep-alive connection is its keepAliveTimeout.
+      sentBytes: () => socket.bytesRead + socket.bytesWritten - socket.writableLength,
+      onTimeout: () => this.timeout(socket),
+    });
+    socket.once('close', () => {
+      idle.stop();
+      release();
+      this.open.delete(socket);
+    });
+  }
+
+  /** No progress for the idle timeout: a stalled body gets 408, a stalled reader is cut. */
+  private timeout(socket: Socket): void {
+    const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+    this.context.log.info({ door: 'http', peer: socket.remoteAddress }, 'idle timeout');
+    if (res && !res.headersSent) {
+      this.handler?.fail(res, new HttpError('TIMEOUT', 'no progress for the idle timeout'), {
+        Connection: 'close',
+      });
+      cutAfter(socket);
+      return;
+    }
+    socket.destroy();
+  }
+
+  private request(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    if (this.refused.has(req.socket) || !this.handler) {
+      this.handler?.fail(res, new HttpError('BUSY', 'too many connections; try again later'), {
+        Connection: 'close',
+      });
+      return;
+    }
+    if (this.context.isQuitting()) {
+      // The answer in flight finishes; the connection then closes instead of waiting.
+      res.shouldKeepAlive = false;
+    }
+    res.once('finish', () => {
+      if (this.context.isQuitting()) this.server.closeIdleConnections();
+    });
+    this.handler.handle(req, res, expectsContinue);
+  }
+
+  /** What Node's parser refuses (garbage, huge headers, slow headers) gets a clear status. */
+  private clientError(error: NodeJS.ErrnoException, socket: Socket): void {
+    if (!socket.writable || error.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    let answer: string;
+    if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      answer = rawAnswer('TIMEOUT', 'the request headers did not arrive in time');
+    } else if (error.code === 'HPE_HEADER_OVERFLOW') {
+      answer = rawAnswer('LINE_TOO_LONG', 'the request headers are too large');
+    } else {
+      answer = rawAnswer('BAD_REQUEST', 'the request is not valid HTTP/1.1');
+    }
+    this.context.log.info(
+      { door: 'http', peer: socket.remoteAddress, err: error.code },
+      'bad request',
+    );
+    socket.end(answer);
+    cutAfter(socket);
+  }
+}

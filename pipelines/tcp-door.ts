@@ -1,0 +1,115 @@
+/**
+ * The TCP door (protocol.md): a net listener whose every socket is piped through its own
+ * connection pipeline (connection.ts) and back. BUSY and SHUTTING_DOWN are answered on
+ * connect; the idle timer asks the router to time out.
+ */
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { ProtocolError } from '../lib/errors.js';
+import { IdleTimer } from '../lib/limits.js';
+import type { CommandRouter } from './command-router.js';
+import { connectionPipeline } from './connection.js';
+import { linger, type Door, type DoorContext } from './door.js';
+
+export class TcpDoor implements Door {
+  private readonly context: DoorContext;
+  private readonly server: Server;
+  private readonly routers = new Set<CommandRouter>();
+
+  constructor(context: DoorContext) {
+    this.context = context;
+    // allowHalfOpen: a client that sends its commands and then shuts its side still gets
+    // every reply before we close ours.
+    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) =>
+      this.accept(socket),
+    );
+  }
+
+  get connectionCount(): number {
+    return this.routers.size;
+  }
+
+  listen(port: number, host: string): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        this.server.on('error', (error) =>
+          this.context.log.error({ err: error }, 'listener error'),
+        );
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** FORCEQUIT: stop accepting; the server destroys the sockets. */
+  stop(): void {
+    this.server.close();
+  }
+
+  shutdown(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const router of this.routers) router.shutdown();
+    return closed;
+  }
+
+  private accept(socket: Socket): void {
+    const { log: serverLog, limiter } = this.context;
+    this.context.track(socket);
+    socket.on('error', (error) => serverLog.debug({ err: error }, 'socket error'));
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    const release = limiter.acquire(socket.remoteAddress ?? '');
+    const quitting = this.context.isQuitting();
+    if (!release || quitting) {
+      release?.();
+      const error = quitting
+        ? new ProtocolError('SHUTTING_DOWN', 'the server is shutting down')
+        : new ProtocolError('BUSY', 'too many connections; try again later');
+      serverLog.info({ door: 'tcp', peer, result: error.code }, 'connection refused');
+      socket.end(error.toReply());
+      linger(socket);
+      return;
+    }
+    const opened = Date.now();
+    let commands = 0;
+    const log = serverLog.child({ door: 'tcp', peer });
+    const idle = new IdleTimer({
+      timeoutMs: this.context.idleTimeoutSeconds * 1000,
+      sentBytes: () => socket.bytesWritten - socket.writableLength,
+      onTimeout: () => {
+        log.info('idle timeout');
+        router.timeout();
+      },
+    });
+    const { stream, router } = connectionPipeline({
+      storage: this.context.storage,
+      hashes: this.context.hashes,
+      chunkBudget: this.context.chunkBudget,
+      // Everything the socket sends is this pipeline's output (BUSY is answered without one).
+      outputSent: () => socket.bytesWritten - socket.writableLength,
+      readOnly: this.context.readOnly,
+      maxUpload: this.context.maxUpload,
+      onProgress: () => idle.touch(),
+      onCommand: (record) => {
+        commands++;
+        log.info(record, 'command');
+      },
+      onFault: (error) => log.error({ err: error }, 'internal fault'),
+    });
+    this.routers.add(router);
+    log.info('connection opened');
+
+    socket.pipe(stream).pipe(socket);
+    stream.on('end', () => linger(socket));
+    stream.on('error', (error) => {
+      log.warn({ err: error }, 'connection aborted');
+      socket.destroy();
+    });
+    socket.once('close', () => {
+      idle.stop();
+      release();
+      stream.destroy();
+      this.routers.delete(router);
+      log.info({ ms: Date.now() - opened, commands }, 'connection closed');
+    });
+  }
+}
