@@ -2,10 +2,13 @@
  * A Readable of one byte range of an open file, read on demand: a chunk is read only when the
  * consumer asks for one, so at most one chunk waits here. Its size is asked of `chunkBytes()`
  * before every read, so that a consumer can follow its reader's pace (see chunk-pacer.ts).
- * The file is closed when the stream ends or is destroyed.
+ * The stream owns the descriptor and closes it when it ends or is destroyed.
+ *
+ * Reads go to libuv's thread pool (a cold file may wait for the disk); the close does not: it
+ * is one cheap syscall, and a hop to the pool for it cost as much as the read of a small file.
  */
 import { Readable } from 'node:stream';
-import type { FileHandle } from 'node:fs/promises';
+import { closeSync, read } from 'node:fs';
 
 export interface FileRangeOptions {
   offset: number;
@@ -17,16 +20,19 @@ export interface FileRangeOptions {
 }
 
 export class FileRangeStream extends Readable {
-  private readonly handle: FileHandle;
+  private fd: number | undefined;
   private readonly chunkBytes: () => number;
   private position: number;
   private left: number;
   private readonly buffers?: { take(size: number): Buffer };
+  /** A read is in flight: the descriptor must outlive it (its number could be reused). */
+  private reading = false;
+  private closeWhenRead?: () => void;
 
-  constructor(handle: FileHandle, { offset, length, chunkBytes, buffers }: FileRangeOptions) {
+  constructor(fd: number, { offset, length, chunkBytes, buffers }: FileRangeOptions) {
     // No read-ahead beyond the chunk being read: memory follows the consumer, not the file.
     super({ highWaterMark: 0 });
-    this.handle = handle;
+    this.fd = fd;
     this.chunkBytes = chunkBytes;
     this.position = offset;
     this.left = length;
@@ -34,37 +40,52 @@ export class FileRangeStream extends Readable {
   }
 
   override _read(): void {
-    if (this.left <= 0) {
+    if (this.left <= 0 || this.fd === undefined) {
       this.push(null);
       return;
     }
     const want = Math.max(1, Math.min(this.chunkBytes(), this.left));
     // Not from Node's shared pool: a chunk may wait in a socket buffer for a long time.
     const buffer = this.buffers?.take(want) ?? Buffer.allocUnsafeSlow(want);
-    // Through the FileHandle, not its fd: close() then waits for a read in flight, so a
-    // destroy mid-read can never let the number be reused under us.
-    this.handle.read(buffer, 0, want, this.position).then(
-      ({ bytesRead }) => {
-        if (this.destroyed) return;
-        if (bytesRead === 0) {
-          // The file shrank under us: end early and let the consumer count.
-          this.left = 0;
-          this.push(null);
-          return;
-        }
-        this.position += bytesRead;
-        this.left -= bytesRead;
-        this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
-        if (this.left <= 0) this.push(null);
-      },
-      (error: Error) => this.destroy(error),
-    );
+    this.reading = true;
+    read(this.fd, buffer, 0, want, this.position, (error, bytesRead) => {
+      this.reading = false;
+      if (this.closeWhenRead) {
+        this.closeWhenRead();
+        return;
+      }
+      if (error) {
+        this.destroy(error);
+        return;
+      }
+      if (bytesRead === 0) {
+        // The file shrank under us: end early and let the consumer count.
+        this.left = 0;
+        this.push(null);
+        return;
+      }
+      this.position += bytesRead;
+      this.left -= bytesRead;
+      this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
+      if (this.left <= 0) this.push(null);
+    });
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.handle.close().then(
-      () => callback(error),
-      (closeError: Error) => callback(error ?? closeError),
-    );
+    const close = (): void => {
+      const fd = this.fd;
+      this.fd = undefined;
+      let closeError: Error | null = null;
+      if (fd !== undefined) {
+        try {
+          closeSync(fd);
+        } catch (caught) {
+          closeError = caught as Error;
+        }
+      }
+      callback(error ?? closeError);
+    };
+    if (this.reading) this.closeWhenRead = close;
+    else close();
   }
 }

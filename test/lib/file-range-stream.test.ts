@@ -1,7 +1,8 @@
 /** The file range stream alone: ranges, chunk sizes on demand, closing. */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { openSync } from 'node:fs';
+import { mkdtemp, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileRangeStream } from '../../lib/file-range-stream.js';
@@ -30,7 +31,7 @@ t.test('streams exactly the range, in chunks of the size asked before each read'
   const path = await fileWith(t, content);
   const sizes = [1000, 5000, 70_000];
   let asked = 0;
-  const stream = new FileRangeStream(await open(path), {
+  const stream = new FileRangeStream(openSync(path, 'r'), {
     offset: 123,
     length: 200_000,
     chunkBytes: () => sizes[Math.min(asked++, sizes.length - 1)],
@@ -47,7 +48,7 @@ t.test('streams exactly the range, in chunks of the size asked before each read'
 t.test('reads only when asked: no read-ahead beyond one chunk', async (t) => {
   const path = await fileWith(t, content);
   let reads = 0;
-  const stream = new FileRangeStream(await open(path), {
+  const stream = new FileRangeStream(openSync(path, 'r'), {
     offset: 0,
     length: content.length,
     chunkBytes: () => {
@@ -66,14 +67,14 @@ t.test('the file is closed at the end, and when destroyed mid-range', async (t) 
   const path = await fileWith(t, content);
   const before = await openFds();
   await collect(
-    new FileRangeStream(await open(path), {
+    new FileRangeStream(openSync(path, 'r'), {
       offset: 0,
       length: content.length,
       chunkBytes: () => 65536,
     }),
   );
   t.equal(await openFds(), before, 'closed after the last byte');
-  const stream = new FileRangeStream(await open(path), {
+  const stream = new FileRangeStream(openSync(path, 'r'), {
     offset: 0,
     length: content.length,
     chunkBytes: () => 1000,
@@ -86,7 +87,7 @@ t.test('the file is closed at the end, and when destroyed mid-range', async (t) 
 
 t.test('a file that shrinks mid-range ends early: the consumer sees fewer bytes', async (t) => {
   const path = await fileWith(t, content);
-  const handle = await open(path);
+  const handle = openSync(path, 'r');
   await truncate(path, 10_000);
   const chunks = await collect(
     new FileRangeStream(handle, { offset: 0, length: content.length, chunkBytes: () => 4096 }),
@@ -99,7 +100,7 @@ t.test('a read fault is an error on the stream, and the file is still closed', a
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const before = await openFds();
   // A folder opens for reading but cannot be read: EISDIR on the first read.
-  const stream = new FileRangeStream(await open(dir), {
+  const stream = new FileRangeStream(openSync(dir, 'r'), {
     offset: 0,
     length: 10,
     chunkBytes: () => 10,

@@ -4,7 +4,7 @@
  * regular file is ever visible or able to hang a request.
  */
 import t, { type Test } from 'tap';
-import fsp from 'node:fs/promises';
+import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { execFileSync } from 'node:child_process';
 import {
@@ -151,27 +151,27 @@ t.test('a folder swapped for a link after the path check cannot lead outside', a
   writeFileSync(join(outside, 'f.mp3'), 'OUTSIDE SECRET');
   const storage = await LocalStorage.open(root);
 
-  // Deterministic race: the moment LocalStorage calls open() on the checked real path, the
-  // folder d is swapped for a link to `outside`. O_NOFOLLOW only covers the last segment, so
-  // the kernel follows the new link: only the check of /proc/self/fd/N can catch it.
+  // Deterministic race: the moment LocalStorage opens the checked path, the folder d is
+  // swapped for a link to `outside`. O_NOFOLLOW only covers the last segment, so the kernel
+  // follows the new link: only the check of /proc/self/fd/N can catch it.
   const target = join(root, 'd', 'f.mp3');
-  const original = fsp.open;
+  const original = fs.openSync;
   let swapped = false;
-  const mutable = fsp as { open: typeof fsp.open };
-  mutable.open = ((path: Parameters<typeof fsp.open>[0], ...rest: unknown[]) => {
+  const mutable = fs as { openSync: typeof fs.openSync };
+  mutable.openSync = ((path: Parameters<typeof fs.openSync>[0], ...rest: unknown[]) => {
     if (path === target && !swapped) {
       swapped = true;
       renameSync(join(root, 'd'), join(root, '.d-moved'));
       symlinkSync(outside, join(root, 'd'));
     }
-    return (original as (...args: unknown[]) => ReturnType<typeof fsp.open>)(path, ...rest);
-  }) as typeof fsp.open;
+    return (original as (...args: unknown[]) => number)(path, ...rest);
+  }) as typeof fs.openSync;
   syncBuiltinESMExports();
   let code: string;
   try {
     code = await outcome(storage.open('d/f.mp3').then((file) => file.close()));
   } finally {
-    mutable.open = original;
+    mutable.openSync = original;
     syncBuiltinESMExports();
   }
   t.ok(swapped, 'the folder was swapped between the check and the open');
