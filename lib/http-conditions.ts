@@ -65,12 +65,17 @@ export function evaluatePreconditions(
     if (since !== undefined && wholeSeconds(validators.lastModified) > since) return 'failed';
   }
   const safe = method === 'GET' || method === 'HEAD';
-  if (headers['if-none-match'] !== undefined) {
+  // fresh is given the one validator header only: it would also call a request with
+  // `Cache-Control: no-cache` stale, which is a cache's concern, not a precondition's.
+  const ifNoneMatch = headers['if-none-match'];
+  const ifModifiedSince = headers['if-modified-since'];
+  if (ifNoneMatch !== undefined) {
     // Weak comparison (fresh's): `W/"x"` matches `"x"`.
-    const matches = fresh(headers, { etag: validators.etag });
+    const matches = fresh({ 'if-none-match': ifNoneMatch }, { etag: validators.etag });
     if (matches) return safe ? 'not-modified' : 'failed';
-  } else if (safe && headers['if-modified-since'] !== undefined) {
-    if (fresh(headers, { 'last-modified': validators.lastModified.toUTCString() })) {
+  } else if (safe && ifModifiedSince !== undefined) {
+    const lastModified = validators.lastModified.toUTCString();
+    if (fresh({ 'if-modified-since': ifModifiedSince }, { 'last-modified': lastModified })) {
       return 'not-modified';
     }
   }

@@ -41,12 +41,20 @@ import { uploadIntake, type UploadIntake } from './upload-intake.js';
 export class HttpError extends Error {
   readonly code: HttpErrorCode;
   readonly headers: Record<string, string>;
+  /** The status, when not the code's own (EXISTS is 412 under `If-None-Match: *`). */
+  readonly status: number;
 
-  constructor(code: HttpErrorCode, message: string, headers: Record<string, string> = {}) {
+  constructor(
+    code: HttpErrorCode,
+    message: string,
+    headers: Record<string, string> = {},
+    status = httpStatus(code),
+  ) {
     super(message);
     this.name = 'HttpError';
     this.code = code;
     this.headers = headers;
+    this.status = status;
   }
 }
 
@@ -159,7 +167,7 @@ export class HttpRequestHandler {
       answer = new HttpError('INTERNAL', 'the server hit an unexpected fault');
     }
     const body = errorBody(answer.code, answer.message);
-    res.writeHead(httpStatus(answer.code), {
+    res.writeHead(answer.status, {
       'Content-Type': 'application/json; charset=utf-8',
       'Content-Length': Buffer.byteLength(body),
       'Cache-Control': 'no-store',
@@ -361,7 +369,7 @@ export class HttpRequestHandler {
     const refuse = (error: unknown): void => {
       const answer =
         error instanceof ProtocolError && error.code === 'EXISTS' && createOnly
-          ? new HttpError('PRECONDITION_FAILED', error.message)
+          ? new HttpError('EXISTS', error.message, {}, 412)
           : error;
       // Refused before `100 Continue`: the client holds the body back, so the connection must
       // close rather than wait for bytes that will not come.
