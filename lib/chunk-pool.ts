@@ -57,7 +57,8 @@ export class ChunkPool {
   /** `chunk` (from `take`) has been sent: its buffer may be reused. */
   free(chunk: Buffer): void {
     const memory = chunk.buffer as ArrayBuffer;
-    if (this.lent.has(memory) && this.spare.length < this.keep) this.spare.push(memory);
+    if (!this.lent.has(memory) || this.spare.includes(memory)) return; // not ours, or freed
+    if (this.spare.length < this.keep) this.spare.push(memory);
   }
 
   /**

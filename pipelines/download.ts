@@ -31,10 +31,35 @@ export class ShrunkError extends Error {
 }
 
 /**
- * Yields the chunks; closes the file when done, when the consumer stops early, or on a fault.
- * Takes ownership of `file`.
+ * Yields the chunks; closes the file when done, when the consumer stops early (even before the
+ * first chunk), or on a fault. Takes ownership of `file`.
  */
-export async function* download(
+export function download(
+  file: StoredFile,
+  options: DownloadOptions,
+): AsyncIterableIterator<Buffer> {
+  const chunks = chunksOf(file, options);
+  let started = false;
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    next() {
+      started = true;
+      return chunks.next();
+    },
+    // A generator that never started skips its `finally`: close the file here instead.
+    async return() {
+      if (!started) {
+        started = true;
+        await file.close();
+      }
+      return chunks.return(undefined);
+    },
+  };
+}
+
+async function* chunksOf(
   file: StoredFile,
   { offset, length, pacer, budget, pool }: DownloadOptions,
 ): AsyncGenerator<Buffer, void, undefined> {

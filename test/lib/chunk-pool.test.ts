@@ -64,3 +64,77 @@ t.test('release(): no buffer is kept for the next download', async (t) => {
   sent = 200;
   t.not(pool.take(100).buffer, second.buffer, 'nor one that was still in the socket');
 });
+
+t.test('free(): the buffer is reused by the next take', async (t) => {
+  const pool = new ChunkPool(); // the HTTP door's: no output count
+  const first = pool.take(1000);
+  const second = pool.take(1000);
+  t.not(second.buffer, first.buffer, 'not reused before it is freed');
+  pool.free(first);
+  const third = pool.take(1000);
+  t.equal(third.buffer, first.buffer, 'reused once freed');
+  t.equal(third.length, 1000);
+  t.not(pool.take(1000).buffer, first.buffer, 'and handed out once, not twice');
+  pool.free(second);
+  const smaller = pool.take(10);
+  t.equal(smaller.buffer, second.buffer, 'a freed buffer serves a smaller size');
+  t.equal(smaller.length, 10, 'as exactly the size asked');
+  t.equal(smaller.byteOffset, 0);
+  pool.free(smaller);
+  const larger = pool.take(2000);
+  t.not(larger.buffer, second.buffer, 'a buffer too small for the size is not used');
+  t.equal(larger.length, 2000);
+  t.equal(pool.take(500).buffer, second.buffer, 'it stays spare for a size it fits');
+});
+
+t.test('free(): a buffer the pool did not lend is never taken back', async (t) => {
+  const pool = new ChunkPool();
+  // Buffers from Node's shared pool: their memory holds other, live buffers.
+  const small = Buffer.from('x');
+  const unsafe = Buffer.allocUnsafe(100);
+  const neighbour = Buffer.allocUnsafe(100);
+  t.ok(unsafe.buffer.byteLength > unsafe.length, 'allocUnsafe memory is a slice of a larger pool');
+  const slice = neighbour.subarray(10, 20);
+  pool.free(small);
+  pool.free(unsafe);
+  pool.free(slice);
+  // Buffers with memory of their own, but not this pool's.
+  const own = Buffer.allocUnsafeSlow(100);
+  const alloc = Buffer.alloc(100);
+  const other = new ChunkPool().take(100);
+  pool.free(own);
+  pool.free(alloc);
+  pool.free(other);
+  const foreign = new Set<ArrayBufferLike>(
+    [small, unsafe, neighbour, slice, own, alloc, other].map((b) => b.buffer),
+  );
+  for (let i = 0; i < 8; i++) {
+    const taken = pool.take(1 + i * 10);
+    if (foreign.has(taken.buffer)) t.fail(`take ${i} handed out memory it never lent`);
+  }
+  t.pass('none of them came back');
+});
+
+t.test('free(): at most `keep` spares are kept', async (t) => {
+  const pool = new ChunkPool(undefined, 2);
+  const lent = Array.from({ length: 5 }, () => pool.take(100));
+  for (const chunk of lent) pool.free(chunk);
+  const memories = lent.map((chunk) => chunk.buffer);
+  const again = Array.from({ length: 5 }, () => pool.take(100));
+  const reused = again.filter((chunk) => memories.includes(chunk.buffer));
+  t.equal(reused.length, 2, 'only `keep` buffers come back');
+  t.equal(new Set(reused.map((chunk) => chunk.buffer)).size, 2, 'each once');
+
+  const none = new ChunkPool(undefined, 0);
+  const chunk = none.take(100);
+  none.free(chunk);
+  t.not(none.take(100).buffer, chunk.buffer, 'keep 0: nothing is kept');
+});
+
+t.test('free() and release(): nothing is kept after release', async (t) => {
+  const pool = new ChunkPool();
+  const chunk = pool.take(100);
+  pool.free(chunk);
+  pool.release();
+  t.not(pool.take(100).buffer, chunk.buffer);
+});
