@@ -34,10 +34,12 @@ export class ShrunkError extends Error {
  * Yields the chunks; closes the file when done, when the consumer stops early (even before the
  * first chunk), or on a fault. Takes ownership of `file`.
  */
-export function download(
-  file: StoredFile,
-  options: DownloadOptions,
-): AsyncIterableIterator<Buffer> {
+/** The chunks of one download; `return()` (a consumer that stops) always closes the file. */
+export interface Download extends AsyncIterableIterator<Buffer> {
+  return(): Promise<IteratorResult<Buffer, void>>;
+}
+
+export function download(file: StoredFile, options: DownloadOptions): Download {
   const chunks = chunksOf(file, options);
   let started = false;
   return {
