@@ -33,7 +33,7 @@ import { ProtocolError } from './errors.js';
 import { isInsideRoot, rethrowFault } from './catalog.js';
 import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
 import { FileRangeStream } from './file-range-stream.js';
-import type { CatalogEntry, Storage, StoredFile, Upload } from './storage.js';
+import type { CatalogEntry, Storage, StoredFile, Upload, UploadOptions } from './storage.js';
 
 /** Chunk size for a stream read without a pacer (HASH): 1 MiB, large enough for fast reads. */
 export const READ_CHUNK_BYTES = 1024 * 1024;
@@ -197,8 +197,8 @@ export class LocalStorage implements Storage {
     }
   }
 
-  /** EXISTS when the name is taken (without overwrite), is a folder, or a parent is a file. */
-  private async checkTarget(path: string): Promise<void> {
+  /** EXISTS when the name is taken (unless replacing), is a folder, or a parent is a file. */
+  private async checkTarget(path: string, replace: boolean): Promise<void> {
     let stats;
     try {
       stats = await lstat(path);
@@ -208,7 +208,7 @@ export class LocalStorage implements Storage {
       if (errno(error) !== 'ENOENT') throw error;
       return this.checkParents(dirname(path));
     }
-    if (!this.overwrite) throw new ProtocolError('EXISTS', 'a file of that name exists');
+    if (!replace) throw new ProtocolError('EXISTS', 'a file of that name exists');
     const target = await stat(path).catch(() => stats);
     if (target.isDirectory()) throw new ProtocolError('EXISTS', 'a folder of that name exists');
     await this.checkParents(dirname(path));
@@ -236,8 +236,10 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async beginUpload(name: string, size: number): Promise<Upload> {
+  async beginUpload(name: string, size: number, options: UploadOptions = {}): Promise<Upload> {
     const path = join(this.root, name);
+    // --overwrite replaces, unless this upload asked to create only (HTTP If-None-Match: *).
+    const replace = this.overwrite && !options.createOnly;
     if (this.locked.has(name))
       throw new ProtocolError('LOCKED', 'an upload of that name is in progress');
     this.locked.add(name);
@@ -253,7 +255,7 @@ export class LocalStorage implements Storage {
       reserved = 0;
     };
     try {
-      await this.checkTarget(path);
+      await this.checkTarget(path, replace);
       const fs = await statfs(this.root);
       if (fs.bavail * fs.bsize - this.reserved < size) {
         throw new ProtocolError('NO_SPACE', 'not enough free disk space for the upload');
@@ -302,7 +304,7 @@ export class LocalStorage implements Storage {
         let replaced: boolean;
         try {
           await file.sync();
-          replaced = await this.publish(tempPath, path);
+          replaced = await this.publish(tempPath, path, replace);
         } catch (error) {
           await abort();
           throw error instanceof ProtocolError ? error : uploadFault(error);
@@ -326,11 +328,13 @@ export class LocalStorage implements Storage {
     return upload;
   }
 
-  /** Moves a complete, fsynced temporary file into place and makes that durable. */
-  /** Returns whether an existing file was replaced (--overwrite). */
-  private async publish(tempPath: string, path: string): Promise<boolean> {
+  /**
+   * Moves a complete, fsynced temporary file into place and makes that durable. Returns
+   * whether an existing file was replaced (only ever when `replace`).
+   */
+  private async publish(tempPath: string, path: string, replace: boolean): Promise<boolean> {
     try {
-      return await this.movePublished(tempPath, path);
+      return await this.movePublished(tempPath, path, replace);
     } finally {
       // Before the WRITE's OK: a LIST on any connection after it must see the file. inotify
       // would tell the cache too, but later.
@@ -338,12 +342,12 @@ export class LocalStorage implements Storage {
     }
   }
 
-  private async movePublished(tempPath: string, path: string): Promise<boolean> {
+  private async movePublished(tempPath: string, path: string, replace: boolean): Promise<boolean> {
     const parent = dirname(path);
     const created = await mkdir(parent, { recursive: true });
     await this.checkParents(parent); // a folder swapped for a link meanwhile cannot lead out
     let replaced = false;
-    if (this.overwrite) {
+    if (replace) {
       // Only for the answer (HTTP 200 rather than 201): rename replaces atomically either way.
       replaced = await lstat(path).then(
         () => true,

@@ -56,13 +56,21 @@ export interface Upload {
   abort(): Promise<void>;
 }
 
+export interface UploadOptions {
+  /**
+   * Never replace an existing file, even on a store that may (--overwrite): HTTP's
+   * `If-None-Match: *`. EXISTS when the name is taken, at the check or at publish.
+   */
+  createOnly?: boolean;
+}
+
 export interface Storage {
   /** The whole catalog, sorted by name in UTF-8 byte order. */
   list(): Promise<CatalogEntry[]>;
   /** Opens a catalog entry; NOT_FOUND for anything invisible. */
   open(name: string): Promise<StoredFile>;
   /** Starts an upload after the contract's checks: BAD_NAME, LOCKED, EXISTS, NO_SPACE, in order. */
-  beginUpload(name: string, size: number): Promise<Upload>;
+  beginUpload(name: string, size: number, options?: UploadOptions): Promise<Upload>;
   /**
    * Aborts every upload still in progress and lets go of what the store holds open (the local
    * store's folder watchers). The server calls it when it quits; LIST may still be answered.

@@ -380,7 +380,7 @@ export class HttpRequestHandler {
     };
     let intake: UploadIntake;
     try {
-      intake = await this.openUpload(req, path, exchange);
+      intake = await this.openUpload(req, path, exchange, createOnly);
     } catch (error) {
       refuse(error);
       return;
@@ -391,6 +391,14 @@ export class HttpRequestHandler {
       return;
     }
     intake.on('refused', refuse);
+    // Once an answer has gone out (a refusal, a 408), Node no longer tracks this request: a
+    // connection closed afterwards would leave the body's pipeline, and the upload, hanging.
+    const socket = req.socket;
+    const cut = (): void => {
+      if (!req.complete) req.destroy(new Error('the connection closed mid-body'));
+    };
+    socket.once('close', cut);
+    req.once('end', () => socket.off('close', cut));
     if (expectsContinue) {
       continued = true;
       res.writeContinue();
@@ -435,6 +443,7 @@ export class HttpRequestHandler {
     req: IncomingMessage,
     path: string,
     exchange: Exchange,
+    createOnly: boolean,
   ): Promise<UploadIntake> {
     this.checkOrigin(req);
     const length = req.headers['content-length'];
@@ -462,6 +471,7 @@ export class HttpRequestHandler {
       size,
       readOnly,
       expectedSha256: digest,
+      createOnly,
     });
   }
 

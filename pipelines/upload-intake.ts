@@ -24,6 +24,8 @@ export interface UploadIntakeOptions {
   hashes?: HashCache;
   /** The SHA-256 the payload must have (HTTP `Content-Digest`). */
   expectedSha256?: Buffer;
+  /** Never replace an existing file, whatever --overwrite says (HTTP `If-None-Match: *`). */
+  createOnly?: boolean;
 }
 
 export interface UploadIntake extends Writable {
@@ -44,13 +46,14 @@ export interface UploadIntake extends Writable {
  * `result` rejects with that same error once the input ends; a door answers each error once.
  */
 export async function uploadIntake(options: UploadIntakeOptions): Promise<UploadIntake> {
-  const { storage, name, size, readOnly, hashes, expectedSha256 } = options;
+  const { storage, name, size, readOnly, hashes, expectedSha256, createOnly } = options;
   let sink: UploadSink | undefined;
   let refusal: Error | undefined;
   try {
     if (readOnly) throw new ProtocolError('READ_ONLY', 'the server is read-only');
     checkName(name);
-    sink = uploadSink({ upload: await storage.beginUpload(name, size), size, expectedSha256 });
+    const upload = await storage.beginUpload(name, size, { createOnly });
+    sink = uploadSink({ upload, size, expectedSha256 });
   } catch (error) {
     refusal = error instanceof Error ? error : new Error(String(error));
   }
