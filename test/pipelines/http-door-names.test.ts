@@ -405,6 +405,11 @@ t.test('the page at / (served by the server, no external resources)', async (t) 
   t.match(res.headers['content-type'], /^text\/html/);
   const html = res.body.toString('utf8');
   t.match(html, /<html/i);
+  // The browser itself refuses anything from elsewhere, whatever a page or a file name holds.
+  const policy = String(res.headers['content-security-policy'] ?? '');
+  t.match(policy, /default-src 'self'/, 'a Content-Security-Policy limits the page to itself');
+  t.notMatch(policy, /https?:|\*|'unsafe-inline'|'unsafe-eval'/, 'and allows nothing wider');
+  t.match(policy, /frame-ancestors 'none'/, 'and cannot be framed');
   t.notMatch(
     html,
     /(?:src|href)\s*=\s*["']?(?:https?:)?\/\/|@import\s+url\(\s*["']?(?:https?:)?\/\//i,
