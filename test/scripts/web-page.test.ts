@@ -3,7 +3,8 @@
  * by playwright-core, against an in-process MediaServer whose page comes from the source folder.
  * The library is made with ffmpeg (a 4-second VP8 video, an Opus song, a PNG picture). The
  * subtests share one page and run in order: each starts from where the previous one left it.
- * Ends with a screenshot in scripts/screenshots/web-page.png.
+ * Ends with a screenshot in .tap/web-page.png to look at (UPDATE_SCREENSHOT=1 writes the README's,
+ * scripts/screenshots/web-page.png, instead).
  */
 import t, { type Test as Tap } from 'tap';
 import { execFile } from 'node:child_process';
@@ -20,7 +21,14 @@ import { MediaServer } from '../../pipelines/server.js';
 import { eventually } from '../helpers/raw-client.js';
 
 const CHROMIUM = '/usr/bin/chromium';
-const SHOT = fileURLToPath(new URL('../../scripts/screenshots/web-page.png', import.meta.url));
+const SHOT = fileURLToPath(
+  new URL(
+    process.env.UPDATE_SCREENSHOT
+      ? '../../scripts/screenshots/web-page.png'
+      : '../../.tap/web-page.png',
+    import.meta.url,
+  ),
+);
 /** Every wait in this file is bounded by this (or less). */
 const WAIT_MS = 10_000;
 
