@@ -21,7 +21,14 @@ export type ErrorCode =
   | 'SHUTTING_DOWN'
   | 'INTERNAL'
   // The HTTP door's own (http.md): a PUT whose body does not match its Content-Digest.
-  | 'DIGEST_MISMATCH';
+  | 'DIGEST_MISMATCH'
+  // Accounts and TLS (access.md), on both doors.
+  | 'AUTH_REQUIRED'
+  | 'AUTH_FAILED'
+  | 'DENIED'
+  | 'RATE_LIMITED'
+  | 'TLS_REQUIRED'
+  | 'PROTECTED';
 
 export const ERROR_CODES: readonly ErrorCode[] = [
   'BAD_REQUEST',
@@ -41,6 +48,12 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   'SHUTTING_DOWN',
   'INTERNAL',
   'DIGEST_MISMATCH',
+  'AUTH_REQUIRED',
+  'AUTH_FAILED',
+  'DENIED',
+  'RATE_LIMITED',
+  'TLS_REQUIRED',
+  'PROTECTED',
 ];
 
 /** Codes after which the server closes the connection (BAD_REQUEST closes only for a WRITE). */
@@ -50,6 +63,8 @@ const CLOSING_CODES: ReadonlySet<ErrorCode> = new Set([
   'BUSY',
   'TIMEOUT',
   'SHUTTING_DOWN',
+  'RATE_LIMITED',
+  'PROTECTED',
 ]);
 
 export class ProtocolError extends Error {
