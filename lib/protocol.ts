@@ -15,7 +15,10 @@ export type Request =
   | { verb: 'READ'; name: string; offset: number; length?: number }
   | { verb: 'WRITE'; name: string; size: number }
   | { verb: 'HASH'; name: string }
-  | { verb: 'BYE' };
+  | { verb: 'BYE' }
+  // access.md: the password is everything after the second comma (it may hold commas).
+  | { verb: 'AUTH'; account: string; password: string }
+  | { verb: 'WHOAMI' };
 
 export type Verb = Request['verb'];
 
@@ -154,6 +157,16 @@ export function parseRequest(raw: Buffer, options: ParseOptions = {}): Request |
     case 'BYE':
       if (args !== undefined) throw new ProtocolError('BAD_REQUEST', 'BYE takes no arguments');
       return { verb: 'BYE' };
+    case 'AUTH': {
+      const comma = args?.indexOf(',') ?? -1;
+      if (args === undefined || comma < 0) {
+        throw new ProtocolError('BAD_REQUEST', 'AUTH needs a name and a password');
+      }
+      return { verb: 'AUTH', account: args.slice(0, comma), password: args.slice(comma + 1) };
+    }
+    case 'WHOAMI':
+      if (args !== undefined) throw new ProtocolError('BAD_REQUEST', 'WHOAMI takes no arguments');
+      return { verb: 'WHOAMI' };
     default:
       throw new ProtocolError('UNKNOWN_COMMAND', 'unknown command');
   }

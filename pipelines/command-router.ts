@@ -17,15 +17,23 @@ import { checkName } from '../lib/media-names.js';
 import { okLine, parseRequest, type Request } from '../lib/protocol.js';
 import type { HashCache } from '../lib/hash-cache.js';
 import type { Storage } from '../lib/storage.js';
+import {
+  AUTH_FAILURES_PER_CONNECTION,
+  type Access,
+  type Peer,
+  type Principal,
+} from '../lib/access.js';
 import type { Frame, LineFrame } from './frame-splitter.js';
 import { catalogFormatter } from './catalog-formatter.js';
 import { download } from './download.js';
 import { uploadIntake, type UploadIntake } from './upload-intake.js';
 
-/** One finished command, for the server's log. */
+/** One finished command, for the server's log (never a password: AUTH logs the account). */
 export interface CommandRecord {
   verb: string;
   name?: string;
+  /** The account the command ran as (undefined: anonymous, or no accounts). */
+  account?: string;
   bytes: number;
   ms: number;
   result: string;
@@ -49,6 +57,10 @@ export interface CommandRouterOptions {
   onFault?: (error: Error) => void;
   /** Progress: a complete line, or payload bytes received or sent. Resets the idle timer. */
   onProgress?: () => void;
+  /** Accounts, rules and AUTH (lib/access.ts); without it everyone may do everything. */
+  access?: Access;
+  /** The client, for AUTH (TLS_REQUIRED, the rate limit by address) and the log. */
+  peer?: Peer;
 }
 
 /** The WRITE whose payload is arriving. Without an intake, its bytes are dropped. */
@@ -63,7 +75,13 @@ interface Inbound {
   answered: boolean;
 }
 
-const VERBS = new Set(['LIST', 'READ', 'WRITE', 'HASH', 'BYE']);
+const VERBS = new Set(['LIST', 'READ', 'WRITE', 'HASH', 'BYE', 'AUTH', 'WHOAMI']);
+
+/**
+ * An HTTP request line (`GET / HTTP/1.1`): a web page making a browser talk to this door. The
+ * first such line closes the connection without a reply (access.md, cross-protocol defence).
+ */
+const HTTP_REQUEST_LINE = /^[A-Za-z]+ \S+ HTTP\/1\.\d\r?$/;
 
 function verbForLog(line: Buffer): string {
   const verb = line.subarray(0, Math.min(line.length, 16)).toString('latin1').split(',')[0];
@@ -86,6 +104,11 @@ export class CommandRouter extends Transform {
   private readonly pacer: ChunkPacer;
   /** Bytes pushed to the output so far: where each chunk ends, for the pool. */
   private outputBytes = 0;
+  /** Who this connection authenticated as (AUTH); undefined is anonymous. */
+  private principal?: Principal;
+  private authFailures = 0;
+  /** A non-empty line has come: the cross-protocol check is behind us. */
+  private sawLine = false;
 
   constructor(options: CommandRouterOptions) {
     // No buffering of its own: a chunk is handed on only when the socket side asks, which is
@@ -203,7 +226,15 @@ export class CommandRouter extends Transform {
     started: number,
     result: string,
   ): void {
-    this.options.onCommand?.({ verb, name, bytes, ms: performance.now() - started, result });
+    const account = this.options.access?.account(this.principal);
+    this.options.onCommand?.({
+      verb,
+      name,
+      account,
+      bytes,
+      ms: performance.now() - started,
+      result,
+    });
   }
 
   /** A request is over: under QUIT, the connection closes now. */
@@ -215,6 +246,14 @@ export class CommandRouter extends Transform {
 
   private async handleLine(frame: LineFrame): Promise<void> {
     const started = performance.now();
+    if (!this.sawLine && frame.line.length > 0 && frame.line[0] !== 0x0d) {
+      this.sawLine = true;
+      if (HTTP_REQUEST_LINE.test(frame.line.toString('latin1'))) {
+        this.record('HTTP', undefined, 0, started, 'FOREIGN_PROTOCOL');
+        this.close(); // no reply: the browser must learn nothing
+        return;
+      }
+    }
     let request: Request | undefined;
     try {
       request = parseRequest(frame.line, { maxUpload: this.options.maxUpload });
@@ -241,7 +280,8 @@ export class CommandRouter extends Transform {
       await this.beginWrite(request, frame.payload, started);
       return;
     }
-    const name = 'name' in request ? request.name : undefined;
+    const name =
+      'name' in request ? request.name : request.verb === 'AUTH' ? request.account : undefined;
     let bytes = 0;
     let result = 'OK';
     try {
@@ -254,12 +294,45 @@ export class CommandRouter extends Transform {
     this.finishRequest();
   }
 
-  /** Answers LIST, READ, HASH or BYE; returns the bytes sent. */
+  /** AUTH: a new account for the next commands, or a refusal that keeps the current one. */
+  private async authenticate(account: string, password: string): Promise<void> {
+    const access = this.options.access;
+    if (!access) throw new ProtocolError('AUTH_FAILED', 'this server has no accounts');
+    try {
+      this.principal = await access.authenticate(account, password, {
+        address: this.options.peer?.address,
+        port: this.options.peer?.port,
+        secure: this.options.peer?.secure ?? false,
+        door: 'tcp',
+      });
+    } catch (error) {
+      // The third failure on one connection closes it (vsftpd's rule).
+      if (error instanceof ProtocolError && error.code === 'AUTH_FAILED') {
+        this.authFailures++;
+        if (this.authFailures >= AUTH_FAILURES_PER_CONNECTION) {
+          throw new ProtocolError('AUTH_FAILED', error.message, { closes: true });
+        }
+      }
+      throw error;
+    }
+    this.push(okLine('AUTH', access.whoami(this.principal)));
+  }
+
+  /** Answers LIST, READ, HASH, BYE, AUTH or WHOAMI; returns the bytes sent. */
   private async answer(request: Exclude<Request, { verb: 'WRITE' }>): Promise<number> {
+    const access = this.options.access;
     switch (request.verb) {
       case 'LIST': {
+        // Only what this client may read, counted after filtering.
+        const readable = access?.listFilter(this.principal);
+        const type = request.type;
         const all = await this.options.storage.list();
-        const entries = request.type ? all.filter((entry) => entry.type === request.type) : all;
+        const entries =
+          type || readable
+            ? all.filter(
+                (entry) => (!type || entry.type === type) && (!readable || readable(entry.name)),
+              )
+            : all;
         const formatter = catalogFormatter({ count: entries.length });
         Readable.from(entries).pipe(formatter);
         return this.forward(formatter);
@@ -268,6 +341,7 @@ export class CommandRouter extends Transform {
         return this.sendFile(request.name, request.offset, request.length);
       case 'HASH': {
         checkName(request.name);
+        access?.checkRead(this.principal, request.name); // before the store: existence stays hidden
         const file = await this.options.storage.open(request.name);
         const { sha256, size } = await this.options.hashes.hash(file);
         this.push(okLine(sha256, size));
@@ -275,6 +349,12 @@ export class CommandRouter extends Transform {
       }
       case 'BYE':
         this.close(okLine('BYE'));
+        return 0;
+      case 'AUTH':
+        await this.authenticate(request.account, request.password);
+        return 0;
+      case 'WHOAMI':
+        this.push(okLine('WHOAMI', access ? access.whoami(this.principal) : 'anonymous'));
         return 0;
     }
   }
@@ -285,6 +365,7 @@ export class CommandRouter extends Transform {
     length: number | undefined,
   ): Promise<number> {
     checkName(name);
+    this.options.access?.checkRead(this.principal, name); // before the store: existence stays hidden
     const file = await this.options.storage.open(name);
     if (offset > file.size) {
       await file.close();
@@ -353,12 +434,18 @@ export class CommandRouter extends Transform {
     payload: number,
     started: number,
   ): Promise<void> {
+    const access = this.options.access;
+    const principal = this.principal;
     const intake = await uploadIntake({
       storage: this.options.storage,
       hashes: this.options.hashes,
       name: request.name,
       size: request.size,
       readOnly: this.options.readOnly,
+      guard: access && {
+        account: (name) => access.checkWriteAccount(principal, name),
+        write: (name) => access.checkWrite(principal, name),
+      },
     });
     const inbound: Inbound = {
       name: request.name,
@@ -375,6 +462,17 @@ export class CommandRouter extends Transform {
       inbound.answered = true;
       inbound.result = this.replyError(error);
     };
+    if (intake.refusal instanceof ProtocolError && intake.refusal.code === 'AUTH_REQUIRED') {
+      // A client with no account does not get its payload read: it could hold anything,
+      // commands included. The connection closes after the answer.
+      intake.destroy();
+      inbound.answered = true;
+      inbound.result = 'AUTH_REQUIRED';
+      this.close(new ProtocolError('AUTH_REQUIRED', intake.refusal.message, { closes: true }));
+      this.inbound = undefined;
+      this.record('WRITE', request.name, 0, started, inbound.result);
+      return;
+    }
     if (intake.refusal) refuse(intake.refusal);
     intake.on('refused', refuse);
     this.expectPayload(inbound);

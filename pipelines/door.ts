@@ -9,6 +9,8 @@ import type { HashCache } from '../lib/hash-cache.js';
 import type { ConnectionLimiter } from '../lib/limits.js';
 import type { Logger } from '../lib/log.js';
 import type { Storage } from '../lib/storage.js';
+import type { Access } from '../lib/access.js';
+import type { TlsSetup } from '../lib/tls.js';
 
 export interface DoorContext {
   storage: Storage;
@@ -21,6 +23,10 @@ export interface DoorContext {
   maxUpload?: number;
   /** 0 turns the idle timeout off. */
   idleTimeoutSeconds: number;
+  /** Accounts, rules, protected mode (lib/access.ts): one for both doors. */
+  access: Access;
+  /** Both doors speak TLS only when set. */
+  tls?: TlsSetup;
   /** QUIT has begun: new requests are refused with SHUTTING_DOWN. */
   isQuitting(): boolean;
   /** Every accepted socket, so that QUIT can wait for it and FORCEQUIT destroy it. */

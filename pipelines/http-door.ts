@@ -13,6 +13,8 @@ import {
   type ServerResponse,
 } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { createServer as createHttpsServer } from 'node:https';
+import type { SecureContextOptions } from 'node:tls';
 import { errorBody, httpStatus, type HttpErrorCode } from '../lib/http-errors.js';
 import { IdleTimer } from '../lib/limits.js';
 import type { WebAssets } from '../lib/web-assets.js';
@@ -64,7 +66,7 @@ export class HttpDoor implements Door {
     this.context = context;
     this.assets = assets;
     const idleMs = context.idleTimeoutSeconds * 1000;
-    this.server = createServer({
+    const options = {
       // Checked every CHECK_INTERVAL_MS rather than Node's 30 s.
       connectionsCheckingInterval: CHECK_INTERVAL_MS,
       headersTimeout: idleMs > 0 ? Math.min(idleMs, MAX_HEADERS_MS) : MAX_HEADERS_MS,
@@ -72,8 +74,14 @@ export class HttpDoor implements Door {
       requestTimeout: 0,
       keepAliveTimeout: idleMs,
       noDelay: true,
-    });
-    this.server.on('connection', (socket: Socket) => this.accept(socket));
+    };
+    // With TLS the door speaks HTTPS only (implicit TLS); https.Server cuts failed handshakes.
+    this.server = context.tls
+      ? createHttpsServer({ ...options, ...context.tls.serverOptions('http') })
+      : createServer(options);
+    // Limits and idle timers count a socket from its first byte: the raw connection.
+    const connectionEvent = context.tls ? 'secureConnection' : 'connection';
+    this.server.on(connectionEvent, (socket: Socket) => this.accept(socket));
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) =>
       this.request(req, res, false),
     );
@@ -83,6 +91,11 @@ export class HttpDoor implements Door {
     this.server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) =>
       this.clientError(error, socket),
     );
+  }
+
+  /** SIGHUP: a new certificate for new connections; open ones keep theirs. */
+  setSecureContext(options: SecureContextOptions): void {
+    (this.server as unknown as import('node:tls').Server).setSecureContext(options);
   }
 
   get connectionCount(): number {
@@ -102,6 +115,7 @@ export class HttpDoor implements Door {
           context: this.context,
           assets: this.assets,
           allowedHosts: LOOPBACK.test(host) ? loopbackHosts(address.port) : undefined,
+          scheme: this.context.tls ? 'https' : 'http',
           onRequest: (record) => this.context.log.info({ door: 'http', ...record }, 'request'),
           onFault: (error) =>
             this.context.log.error({ err: error, door: 'http' }, 'internal fault'),

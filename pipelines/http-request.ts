@@ -31,6 +31,7 @@ import { checkName, contentTypeOf, parseMediaType } from '../lib/media-names.js'
 import { parseDecimal } from '../lib/protocol.js';
 import type { StoredFile } from '../lib/storage.js';
 import type { WebAssets } from '../lib/web-assets.js';
+import { AccessError, WWW_AUTHENTICATE, type Principal } from '../lib/access.js';
 import { catalogJson } from './catalog-json.js';
 import { catalogM3u } from './catalog-m3u.js';
 import { download } from './download.js';
@@ -79,6 +80,8 @@ export interface HttpRequestOptions {
 export interface HttpRequestRecord {
   method: string;
   name?: string;
+  /** The account the request ran as; undefined for anonymous. */
+  account?: string;
   status: number;
   /** Body bytes sent (GET) or received (PUT). */
   bytes: number;
@@ -86,10 +89,12 @@ export interface HttpRequestRecord {
   peer: string;
 }
 
-/** Per response: what the log line needs. */
+/** Per response: who asked, and what the log line needs. */
 interface Exchange {
   name?: string;
   bytes: number;
+  /** The account of the request's Basic credentials; undefined is anonymous. */
+  principal?: Principal;
 }
 
 const MEDIA_METHODS = 'GET, HEAD, PUT';
@@ -140,6 +145,7 @@ export class HttpRequestHandler {
       this.options.onRequest?.({
         method: req.method ?? '?',
         name: exchange.name,
+        account: this.context.access.account(exchange.principal),
         status: res.statusCode,
         bytes: exchange.bytes,
         ms: Math.round((performance.now() - started) * 1000) / 1000,
@@ -161,7 +167,16 @@ export class HttpRequestHandler {
     if (error instanceof HttpError) {
       answer = error;
     } else if (error instanceof ProtocolError) {
-      answer = new HttpError(error.code, error.message);
+      const headers: Record<string, string> = {};
+      // A login might help: the browser (or curl, VLC, mpv) is asked for Basic credentials.
+      if (error.code === 'AUTH_REQUIRED' || error.code === 'AUTH_FAILED') {
+        headers['WWW-Authenticate'] = WWW_AUTHENTICATE;
+      }
+      if (error instanceof AccessError && error.retryAfterSeconds !== undefined) {
+        headers['Retry-After'] = String(error.retryAfterSeconds);
+      }
+      if (error.closes) headers.Connection = 'close';
+      answer = new HttpError(error.code, error.message, headers);
     } else {
       this.options.onFault?.(error instanceof Error ? error : new Error(String(error)));
       answer = new HttpError('INTERNAL', 'the server hit an unexpected fault');
@@ -191,6 +206,14 @@ export class HttpRequestHandler {
       });
     }
     this.checkHost(req);
+    const access = this.context.access;
+    access.admit(req.socket.remoteAddress);
+    exchange.principal = await access.authenticateBasic(req.headers.authorization, {
+      address: req.socket.remoteAddress,
+      port: req.socket.remotePort,
+      secure: this.options.scheme === 'https',
+      door: 'http',
+    });
     const { path, query } = splitTarget(req.url ?? '/');
     if (path.startsWith(MEDIA_PREFIX)) {
       if (method === 'GET' || method === 'HEAD') {
@@ -205,6 +228,11 @@ export class HttpRequestHandler {
     if (path === '/api/list') {
       if (method !== 'GET' && method !== 'HEAD') throw this.methodNotAllowed(READ_METHODS);
       await this.list(req, res, query, exchange);
+      return;
+    }
+    if (path === '/api/whoami' || path === '/api/login') {
+      if (method !== 'GET' && method !== 'HEAD') throw this.methodNotAllowed(READ_METHODS);
+      this.whoami(req, res, path === '/api/login', exchange);
       return;
     }
     const asset = this.options.assets?.get(path);
@@ -231,6 +259,37 @@ export class HttpRequestHandler {
 
   private methodNotAllowed(allow: string): HttpError {
     return new HttpError('METHOD_NOT_ALLOWED', `this path takes ${allow}`, { Allow: allow });
+  }
+
+  /**
+   * `/api/whoami`: `{"name", "accounts"}`, who the request's credentials are (`anonymous`
+   * without any) and whether the server has accounts at all. `/api/login`: the same once
+   * signed in (a 303 back to the page); anonymous, a 401 that makes the browser ask for a name
+   * and password (the page's "Sign in" link).
+   */
+  private whoami(
+    req: IncomingMessage,
+    res: ServerResponse,
+    login: boolean,
+    exchange: Exchange,
+  ): void {
+    const access = this.context.access;
+    const name = access.whoami(exchange.principal);
+    if (login && access.account(exchange.principal) === undefined) {
+      throw new ProtocolError('AUTH_REQUIRED', 'sign in with an account of this server');
+    }
+    if (login) {
+      res.writeHead(303, { Location: '/', 'Cache-Control': 'no-store', 'Content-Length': '0' });
+      res.end();
+      return;
+    }
+    const body = `${JSON.stringify({ name, accounts: access.accounts.configured })}\n`;
+    res.writeHead(200, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': String(Buffer.byteLength(body)),
+      'Cache-Control': 'no-store',
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
   }
 
   /** DNS rebinding: on a loopback bind, only our own host names may be asked for. */
@@ -270,6 +329,8 @@ export class HttpRequestHandler {
   ): Promise<void> {
     const name = this.mediaName(path);
     exchange.name = name;
+    // Before the store is asked: a refusal says nothing about whether the name exists.
+    this.context.access.checkRead(exchange.principal, name);
     const file = await this.context.storage.open(name);
     let streaming = false;
     try {
@@ -462,9 +523,17 @@ export class HttpRequestHandler {
     }
     const { name, slashInSegment } = decodeMediaPath(path.slice(MEDIA_PREFIX.length));
     exchange.name = name;
+    const access = this.context.access;
+    const principal = exchange.principal;
+    const guard = {
+      account: (name: string) => access.checkWriteAccount(principal, name),
+      write: (name: string) => access.checkWrite(principal, name),
+    };
+    guard.account(name); // AUTH_REQUIRED comes before READ_ONLY
     if (readOnly) throw new ProtocolError('READ_ONLY', 'the server is read-only');
     if (slashInSegment) throw new ProtocolError('BAD_NAME', 'a path segment holds an encoded /');
     return uploadIntake({
+      guard,
       storage: this.context.storage,
       hashes: this.context.hashes,
       name,
@@ -490,8 +559,9 @@ export class HttpRequestHandler {
     if (format !== 'json' && format !== 'm3u') {
       throw new HttpError('BAD_REQUEST', 'format must be json or m3u');
     }
+    const readable = this.context.access.listFilter(exchange.principal);
     const all = await this.context.storage.list();
-    const entries = type ? all.filter((entry) => entry.type === type) : all;
+    const entries = all.filter((entry) => (!type || entry.type === type) && readable(entry.name));
     const m3u = format === 'm3u';
     const formatter = m3u
       ? catalogM3u({ origin: `${this.options.scheme ?? 'http'}://${req.headers.host ?? ''}` })

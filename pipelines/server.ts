@@ -13,6 +13,8 @@ import { LocalStorage } from '../lib/local-storage.js';
 import { silentLogger, type Logger } from '../lib/log.js';
 import type { Storage } from '../lib/storage.js';
 import type { WebAssets } from '../lib/web-assets.js';
+import { Access } from '../lib/access.js';
+import type { TlsSetup } from '../lib/tls.js';
 import type { DoorContext } from './door.js';
 import { HttpDoor } from './http-door.js';
 import { TcpDoor } from './tcp-door.js';
@@ -44,6 +46,10 @@ export interface ServerOptions {
   logger: Logger;
   /** Use this storage instead of the local directory at `root`. */
   storage?: Storage;
+  /** Accounts and rules (`--users`, `--public`, ...); default: everyone may do everything. */
+  access?: Access;
+  /** TLS on both doors (`--tls-cert`/`--tls-key` or `--tls-self-signed`). */
+  tls?: TlsSetup;
 }
 
 export const DEFAULT_OPTIONS: Omit<ServerOptions, 'logger'> = {
@@ -78,7 +84,7 @@ export class MediaServer extends EventEmitter {
   private readonly log: Logger;
   private quitting?: Promise<void>;
 
-  private constructor(options: ServerOptions, storage: Storage) {
+  private constructor(options: ServerOptions, storage: Storage, access: Access) {
     super();
     this.options = options;
     this.storage = storage;
@@ -93,6 +99,8 @@ export class MediaServer extends EventEmitter {
       readOnly: options.readOnly,
       maxUpload: options.maxUpload,
       idleTimeoutSeconds: options.idleTimeoutSeconds,
+      access,
+      tls: options.tls,
       isQuitting: () => this.quitting !== undefined,
       track: (socket) => this.track(socket),
     };
@@ -107,7 +115,12 @@ export class MediaServer extends EventEmitter {
     const full: ServerOptions = { ...DEFAULT_OPTIONS, logger: silentLogger(), ...options };
     const storage =
       full.storage ?? (await LocalStorage.open(full.root, { overwrite: full.overwrite }));
-    return new MediaServer(full, storage);
+    // No accounts file: everyone may do everything (protected mode aside, on a non-loopback
+    // bind: the server script decides with --public).
+    const access =
+      full.access ??
+      (await Access.create({ bindHost: full.host, readOnly: full.readOnly, public: true }));
+    return new MediaServer(full, storage, access);
   }
 
   /**
@@ -135,6 +148,12 @@ export class MediaServer extends EventEmitter {
 
   get address(): AddressInfo {
     return this.tcpAddress!;
+  }
+
+  /** SIGHUP: new TLS options for new connections on both doors. */
+  setSecureContext(options: Parameters<TcpDoor['setSecureContext']>[0]): void {
+    this.tcp.setSecureContext(options);
+    if (this.httpAddress) this.http!.setSecureContext(options);
   }
 
   /** Connections being served on both doors (not counting those refused with BUSY). */

@@ -1,9 +1,12 @@
 /**
- * The TCP door (protocol.md): a net listener whose every socket is piped through its own
- * connection pipeline (connection.ts) and back. BUSY and SHUTTING_DOWN are answered on
- * connect; the idle timer asks the router to time out.
+ * The TCP door (protocol.md): a net listener (a TLS one with --tls-*) whose every socket is
+ * piped through its own connection pipeline (connection.ts) and back. BUSY, SHUTTING_DOWN and
+ * PROTECTED are answered on connect; a first packet that is a TLS record on the plain door is
+ * closed without a reply; the idle timer asks the router to time out.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { cutFailedHandshakes } from '../lib/tls.js';
 import { ProtocolError } from '../lib/errors.js';
 import { IdleTimer } from '../lib/limits.js';
 import type { CommandRouter } from './command-router.js';
@@ -19,9 +22,24 @@ export class TcpDoor implements Door {
     this.context = context;
     // allowHalfOpen: a client that sends its commands and then shuts its side still gets
     // every reply before we close ours.
-    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) =>
-      this.accept(socket),
-    );
+    const options = { allowHalfOpen: true, noDelay: true };
+    if (context.tls) {
+      const server = createTlsServer(
+        { ...options, ...context.tls.serverOptions('tcp') },
+        (socket) => this.accept(socket),
+      );
+      cutFailedHandshakes(server, (error, socket) =>
+        context.log.debug({ door: 'tcp', peer: socket.remoteAddress, err: error }, 'handshake'),
+      );
+      this.server = server;
+    } else {
+      this.server = createServer(options, (socket) => this.accept(socket));
+    }
+  }
+
+  /** SIGHUP: a new certificate for new connections; open ones keep theirs. */
+  setSecureContext(options: Parameters<import('node:tls').Server['setSecureContext']>[0]): void {
+    (this.server as import('node:tls').Server).setSecureContext(options);
   }
 
   get connectionCount(): number {
@@ -52,18 +70,31 @@ export class TcpDoor implements Door {
     return closed;
   }
 
-  private accept(socket: Socket): void {
+  /** Protected mode: a client that is not on this machine, and no accounts to hold it to. */
+  private protectedMode(socket: Socket): ProtocolError | undefined {
+    try {
+      this.context.access.admit(socket.remoteAddress);
+      return undefined;
+    } catch (error) {
+      return error as ProtocolError;
+    }
+  }
+
+  private accept(socket: Socket | TLSSocket): void {
     const { log: serverLog, limiter } = this.context;
     this.context.track(socket);
     socket.on('error', (error) => serverLog.debug({ err: error }, 'socket error'));
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const release = limiter.acquire(socket.remoteAddress ?? '');
     const quitting = this.context.isQuitting();
-    if (!release || quitting) {
+    const refusal = quitting
+      ? new ProtocolError('SHUTTING_DOWN', 'the server is shutting down')
+      : !release
+        ? new ProtocolError('BUSY', 'too many connections; try again later')
+        : this.protectedMode(socket);
+    if (refusal || !release) {
       release?.();
-      const error = quitting
-        ? new ProtocolError('SHUTTING_DOWN', 'the server is shutting down')
-        : new ProtocolError('BUSY', 'too many connections; try again later');
+      const error = refusal ?? new ProtocolError('BUSY', 'too many connections; try again later');
       serverLog.info({ door: 'tcp', peer, result: error.code }, 'connection refused');
       socket.end(error.toReply());
       linger(socket);
@@ -80,7 +111,10 @@ export class TcpDoor implements Door {
         router.timeout();
       },
     });
+    const secure = this.context.tls !== undefined;
     const { stream, router } = connectionPipeline({
+      access: this.context.access,
+      peer: { address: socket.remoteAddress, port: socket.remotePort, secure, door: 'tcp' },
       storage: this.context.storage,
       hashes: this.context.hashes,
       chunkBudget: this.context.chunkBudget,
@@ -98,6 +132,17 @@ export class TcpDoor implements Door {
     this.routers.add(router);
     log.info('connection opened');
 
+    // A TLS record on the plain door: a browser (or a confused client) speaking TLS here. It
+    // gets no reply; a listener before the pipe sees the first chunk first.
+    if (!secure) {
+      socket.once('data', (chunk: Buffer) => {
+        if (chunk[0] === 0x16 && (chunk.length < 2 || chunk[1] === 0x03)) {
+          log.info({ result: 'FOREIGN_PROTOCOL' }, 'a TLS record on the plain door; closed');
+          socket.unpipe(stream);
+          socket.destroy();
+        }
+      });
+    }
     socket.pipe(stream).pipe(socket);
     stream.on('end', () => linger(socket));
     stream.on('error', (error) => {

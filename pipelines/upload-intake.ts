@@ -1,6 +1,7 @@
 /**
- * The WRITE branch, for both doors: the contract's checks after the size (READ_ONLY, the name,
- * then the store's LOCKED, EXISTS and NO_SPACE), then a Writable that takes the `size` payload
+ * The WRITE branch, for both doors: the contract's checks after the size (AUTH_REQUIRED,
+ * READ_ONLY, the name, DENIED, then the store's LOCKED, EXISTS and NO_SPACE; access.md's
+ * order), then a Writable that takes the `size` payload
  * bytes. Accepted, they go to the upload sink (SHA-256, temporary object, fsync, no-clobber
  * publish); refused, up front or by a fault mid-way, they are counted and dropped, so the
  * TCP door stays in step and the HTTP door can answer at once. Destroying the intake aborts the
@@ -14,6 +15,14 @@ import { checkName } from '../lib/media-names.js';
 import type { Storage } from '../lib/storage.js';
 import { uploadSink, type UploadReceipt, type UploadSink } from './upload-sink.js';
 
+/** Who may write where (lib/access.ts, bound to the client): each throws its refusal. */
+export interface WriteGuard {
+  /** AUTH_REQUIRED: the client has no account and anonymous may not write this name. */
+  account(name: string): void;
+  /** DENIED: the account's rules do not allow `rw` for this name. */
+  write(name: string): void;
+}
+
 export interface UploadIntakeOptions {
   storage: Storage;
   name: string;
@@ -26,6 +35,8 @@ export interface UploadIntakeOptions {
   expectedSha256?: Buffer;
   /** Never replace an existing file, whatever --overwrite says (HTTP `If-None-Match: *`). */
   createOnly?: boolean;
+  /** Accounts and rules; without it everyone may write (no accounts). */
+  guard?: WriteGuard;
 }
 
 export interface UploadIntake extends Writable {
@@ -46,12 +57,14 @@ export interface UploadIntake extends Writable {
  * `result` rejects with that same error once the input ends; a door answers each error once.
  */
 export async function uploadIntake(options: UploadIntakeOptions): Promise<UploadIntake> {
-  const { storage, name, size, readOnly, hashes, expectedSha256, createOnly } = options;
+  const { storage, name, size, readOnly, hashes, expectedSha256, createOnly, guard } = options;
   let sink: UploadSink | undefined;
   let refusal: Error | undefined;
   try {
+    guard?.account(name);
     if (readOnly) throw new ProtocolError('READ_ONLY', 'the server is read-only');
     checkName(name);
+    guard?.write(name);
     const upload = await storage.beginUpload(name, size, { createOnly });
     sink = uploadSink({ upload, size, expectedSha256 });
   } catch (error) {
