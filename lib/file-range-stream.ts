@@ -4,11 +4,13 @@
  * before every read, so that a consumer can follow its reader's pace (see chunk-pacer.ts).
  * The stream owns the descriptor and closes it when it ends or is destroyed.
  *
- * Reads go to libuv's thread pool (a cold file may wait for the disk); the close does not: it
- * is one cheap syscall, and a hop to the pool for it cost as much as the read of a small file.
+ * A small read runs in place while reads are fast (the page cache), else on libuv's thread pool
+ * (a cold file may wait for the disk): `policy` decides (read-policy.ts). The close is always
+ * in place: one cheap syscall, where a hop to the pool cost as much as a small read.
  */
 import { Readable } from 'node:stream';
-import { closeSync, read } from 'node:fs';
+import { closeSync, read, readSync } from 'node:fs';
+import type { ReadPolicy } from './read-policy.js';
 
 export interface FileRangeOptions {
   offset: number;
@@ -17,6 +19,8 @@ export interface FileRangeOptions {
   chunkBytes: () => number;
   /** Where chunk buffers come from (default: a new buffer each). */
   buffers?: { take(size: number): Buffer };
+  /** Which reads may run in place; without it every read goes to the thread pool. */
+  policy?: ReadPolicy;
 }
 
 export class FileRangeStream extends Readable {
@@ -25,11 +29,12 @@ export class FileRangeStream extends Readable {
   private position: number;
   private left: number;
   private readonly buffers?: { take(size: number): Buffer };
+  private readonly policy?: ReadPolicy;
   /** A read is in flight: the descriptor must outlive it (its number could be reused). */
   private reading = false;
   private closeWhenRead?: () => void;
 
-  constructor(fd: number, { offset, length, chunkBytes, buffers }: FileRangeOptions) {
+  constructor(fd: number, { offset, length, chunkBytes, buffers, policy }: FileRangeOptions) {
     // No read-ahead beyond the chunk being read: memory follows the consumer, not the file.
     super({ highWaterMark: 0 });
     this.fd = fd;
@@ -37,6 +42,7 @@ export class FileRangeStream extends Readable {
     this.position = offset;
     this.left = length;
     this.buffers = buffers;
+    this.policy = policy;
   }
 
   override _read(): void {
@@ -47,8 +53,21 @@ export class FileRangeStream extends Readable {
     const want = Math.max(1, Math.min(this.chunkBytes(), this.left));
     // Not from Node's shared pool: a chunk may wait in a socket buffer for a long time.
     const buffer = this.buffers?.take(want) ?? Buffer.allocUnsafeSlow(want);
+    const fd = this.fd;
+    const policy = this.policy;
+    if (policy?.inPlace(want)) {
+      let bytesRead: number;
+      try {
+        bytesRead = policy.time(() => readSync(fd, buffer, 0, want, this.position));
+      } catch (error) {
+        this.destroy(error as Error);
+        return;
+      }
+      this.deliver(buffer, bytesRead);
+      return;
+    }
     this.reading = true;
-    read(this.fd, buffer, 0, want, this.position, (error, bytesRead) => {
+    read(fd, buffer, 0, want, this.position, (error, bytesRead) => {
       this.reading = false;
       if (this.closeWhenRead) {
         this.closeWhenRead();
@@ -58,17 +77,21 @@ export class FileRangeStream extends Readable {
         this.destroy(error);
         return;
       }
-      if (bytesRead === 0) {
-        // The file shrank under us: end early and let the consumer count.
-        this.left = 0;
-        this.push(null);
-        return;
-      }
-      this.position += bytesRead;
-      this.left -= bytesRead;
-      this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
-      if (this.left <= 0) this.push(null);
+      this.deliver(buffer, bytesRead);
     });
+  }
+
+  private deliver(buffer: Buffer, bytesRead: number): void {
+    if (bytesRead === 0) {
+      // The file shrank under us: end early and let the consumer count.
+      this.left = 0;
+      this.push(null);
+      return;
+    }
+    this.position += bytesRead;
+    this.left -= bytesRead;
+    this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
+    if (this.left <= 0) this.push(null);
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {

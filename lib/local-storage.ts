@@ -33,6 +33,7 @@ import { ProtocolError } from './errors.js';
 import { isInsideRoot, rethrowFault } from './catalog.js';
 import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
 import { FileRangeStream } from './file-range-stream.js';
+import { ReadPolicy } from './read-policy.js';
 import type { CatalogEntry, Storage, StoredFile, Upload, UploadOptions } from './storage.js';
 
 /** Chunk size for a stream read without a pacer (HASH): 1 MiB, large enough for fast reads. */
@@ -90,6 +91,8 @@ export class LocalStorage implements Storage {
   private reserved = 0;
   /** The last catalog scan, kept until a publish or a change on disk (inotify) drops it. */
   readonly catalog: CatalogCache;
+  /** Small reads in place while the page cache answers them (read-policy.ts). */
+  private readonly readPolicy = new ReadPolicy();
 
   private constructor(root: string, options: LocalStorageOptions) {
     this.root = root;
@@ -138,6 +141,7 @@ export class LocalStorage implements Storage {
             length,
             chunkBytes: options.chunkBytes ?? (() => READ_CHUNK_BYTES),
             buffers: options.buffers,
+            policy: this.readPolicy,
           });
         },
         close: async () => {
