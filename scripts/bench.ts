@@ -7,6 +7,7 @@
  *   npm run bench                   # full run
  *   npm run bench -- --quick        # smoke run, under 2 minutes
  *   npm run bench -- --only read,write --rounds 7
+ *   npm run bench -- --only small,http-small --load-seconds 10
  *
  * Progress goes to stderr. Fixtures live under --dir (default /tmp/ioe-bench), never in the repo.
  */
@@ -24,7 +25,7 @@ import {
   smallName,
   warmPageCache,
 } from './bench/fixtures.js';
-import { findExecutable, nginxVersion, openFilesLimit } from './bench/proc.js';
+import { findExecutable, nginxVersion, openFilesLimit, wrkVersion } from './bench/proc.js';
 import {
   SCENARIOS,
   fixturesNeeded,
@@ -62,6 +63,13 @@ const program = new Command('bench')
     `scenarios to run, comma-separated: ${SCENARIOS.map((s) => s.id).join(',')}`,
   )
   .option('--no-nginx', 'skip the nginx baseline even if nginx is installed')
+  .option('--no-wrk', 'skip the wrk cross-check of the many-small load generator')
+  .option(
+    '--load-seconds <n>',
+    'seconds each many-small measurement runs (default 5; 1 with --quick)',
+    positive,
+  )
+  .option('--load-workers <n>', 'processes of the many-small load generator', positive, 2)
   .showHelpAfterError();
 program.parse();
 const opts = program.opts<{
@@ -71,11 +79,22 @@ const opts = program.opts<{
   dir: string;
   only?: string;
   nginx: boolean;
+  wrk: boolean;
+  loadSeconds?: number;
+  loadWorkers: number;
 }>();
 
 function configFor(): BenchConfig {
   const nginx = opts.nginx ? findExecutable('nginx') : undefined;
-  const common = { dir: resolve(opts.dir), nginx, smallBytes: 64 * 1024 };
+  const wrk = opts.wrk ? findExecutable('wrk') : undefined;
+  const common = {
+    dir: resolve(opts.dir),
+    nginx,
+    wrk,
+    wrkThreads: 2,
+    loadWorkers: opts.loadWorkers,
+    smallBytes: 64 * 1024,
+  };
   const slowThrottle = { every: 64 * 1024, pauseMs: 10 };
   if (opts.quick) {
     return {
@@ -85,16 +104,17 @@ function configFor(): BenchConfig {
       bigBytes: 128 * MiB,
       smallClients: 50,
       smallReads: 10,
+      loadSeconds: opts.loadSeconds ?? 1,
       listCount: 10_000,
       listRepeats: 3,
       slowClients: 20,
       slowBytes: 32 * MiB,
-      slowSeconds: 3,
+      slowSeconds: 2,
       slowThrottle,
       connHeld: 200,
       connActive: 20,
       connBytes: 16 * MiB,
-      rssSafetyMb: 4000,
+      rssSafetyMib: 4000,
     };
   }
   return {
@@ -104,6 +124,7 @@ function configFor(): BenchConfig {
     bigBytes: GiB,
     smallClients: 200,
     smallReads: 20,
+    loadSeconds: opts.loadSeconds ?? 5,
     listCount: 100_000,
     listRepeats: 5,
     slowClients: 100,
@@ -113,7 +134,7 @@ function configFor(): BenchConfig {
     connHeld: 1000,
     connActive: 100,
     connBytes: 64 * MiB,
-    rssSafetyMb: 8000,
+    rssSafetyMib: 8000,
   };
 }
 
@@ -191,13 +212,28 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
     const measured = samples.filter((s) => s.scenario === scenario && s.peer === peer && !s.warmup);
     return measured.length ? measured.reduce((sum, s) => sum + (s.metrics[metric] ?? 0), 0) : NaN;
   };
-  const ratioOf = (scenario: string, metric: string) =>
-    value(scenario, 'ioe', metric) / value(scenario, 'raw-node', metric);
-  const ran = (id: string) => samples.some((s) => s.scenario === id);
+  const ratioOf = (scenario: string, metric: string, peer = 'raw-node', subject = 'ioe') =>
+    value(scenario, subject, metric) / value(scenario, peer, metric);
+  const ran = (id: string, peer = 'ioe') =>
+    samples.some((s) => s.scenario === id && s.peer === peer);
   const checks: TargetCheck[] = [];
+  const clients = `${config.smallClients} clients`;
+  /** The instrument: the load generator against nginx, as fast as wrk on the same files. */
+  const instrument = (scenario: string) => {
+    if (ran(scenario, 'nginx') && ran(scenario, 'nginx/wrk')) {
+      checks.push(
+        atLeast(
+          `${scenario}: load generator ÷ wrk, both against nginx`,
+          ratioOf(scenario, 'ops_s', 'nginx/wrk', 'nginx'),
+          1,
+        ),
+      );
+    }
+  };
   if (ran('read')) checks.push(atLeast('READ MB/s vs raw-node', ratioOf('read', 'mb_s'), 0.9));
   if (ran('write')) checks.push(atLeast('WRITE MB/s vs raw-node', ratioOf('write', 'mb_s'), 0.9));
   if (ran('small')) {
+    instrument('small');
     checks.push(atLeast('many-small ops/s vs raw-node', ratioOf('small', 'ops_s'), 0.8));
     checks.push(below('many-small errors (all rounds)', total('small', 'ioe', 'errors'), 1, ''));
   }
@@ -211,15 +247,36 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
     );
   }
   if (ran('slow')) {
-    const label = `peak RSS, ${config.slowClients} slow readers (worst round)`;
-    checks.push(below(label, worst('slow', 'ioe', 'peak_rss_mb'), 150, 'MB'));
+    const label = `peak RSS (VmHWM), ${config.slowClients} slow readers (worst round)`;
+    checks.push(below(label, worst('slow', 'ioe', 'peak_rss_mib'), 150, 'MiB'));
   }
   if (ran('conns')) {
-    const label = `peak RSS, ${config.connHeld} connections (worst round)`;
-    checks.push(below(label, worst('conns', 'ioe', 'peak_rss_mb'), 300, 'MB'));
+    const label = `peak RSS (VmHWM), ${config.connHeld} connections (worst round)`;
+    checks.push(below(label, worst('conns', 'ioe', 'peak_rss_mib'), 300, 'MiB'));
     checks.push(
       below(`errors, ${config.connHeld} connections`, total('conns', 'ioe', 'errors'), 1, ''),
     );
+  }
+  if (ran('http-read')) {
+    checks.push(
+      atLeast('HTTP GET big file MB/s vs nginx', ratioOf('http-read', 'mb_s', 'nginx'), 0.8),
+    );
+  }
+  if (ran('http-small')) {
+    instrument('http-small');
+    checks.push(
+      atLeast(`HTTP ${clients} ops/s vs nginx`, ratioOf('http-small', 'ops_s', 'nginx'), 0.5),
+    );
+    checks.push(
+      below(`HTTP ${clients} p99 (median round)`, value('http-small', 'ioe', 'p99_ms'), 50, 'ms'),
+    );
+    checks.push(
+      below(`HTTP ${clients} errors (all rounds)`, total('http-small', 'ioe', 'errors'), 1, ''),
+    );
+  }
+  if (ran('http-slow')) {
+    const label = `peak RSS (VmHWM), ${config.slowClients} slow HTTP readers (worst round)`;
+    checks.push(below(label, worst('http-slow', 'ioe', 'peak_rss_mib'), 150, 'MiB'));
   }
   return checks;
 }
@@ -256,6 +313,15 @@ async function main(): Promise<void> {
   else if (!opts.nginx) head.push('nginx: skipped (--no-nginx)');
   else
     head.push('nginx: not found, its baseline is skipped; install it with: apt-get install nginx');
+  if (config.wrk)
+    head.push(`wrk: ${wrkVersion(config.wrk)} (${config.wrk}), ${config.wrkThreads} threads`);
+  else if (!opts.wrk) head.push('wrk: skipped (--no-wrk)');
+  else head.push('wrk: not found, the load generator is not cross-checked; apt-get install wrk');
+  head.push(
+    `many-small load: ${config.smallClients} keep-alive connections, one request in flight on ` +
+      `each, cycling over ${config.smallClients * config.smallReads} distinct files for ` +
+      `${config.loadSeconds} s; load generator: ${config.loadWorkers} processes`,
+  );
   head.push(
     `ulimit -n: ${limit}` +
       (limit < fdNeed
@@ -284,7 +350,8 @@ async function main(): Promise<void> {
   const checks = targets(config, ctx.samples);
   const sizes =
     `read/write ${config.bigBytes / MiB} MiB; small ${config.smallClients} clients × ${config.smallReads} ` +
-    `reads of ${config.smallBytes / 1024} KiB; list ${config.listCount} entries; slow ${config.slowClients} ` +
+    `distinct files of ${config.smallBytes / 1024} KiB, cycled for ${config.loadSeconds} s; ` +
+    `list ${config.listCount} entries; slow ${config.slowClients} ` +
     `clients × ${config.slowBytes / MiB} MiB for at most ${config.slowSeconds} s; conns ${config.connHeld} ` +
     `held, ${config.connActive} of them downloading ${config.connBytes / MiB} MiB`;
   console.log(`results (${sizes}):\n`);

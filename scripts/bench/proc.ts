@@ -1,14 +1,15 @@
 /**
  * Child processes of the benchmark: the IOE server, the raw-node baseline and nginx, each
- * started on a free loopback port and stopped by its pid; plus /proc RSS sampling.
+ * started on a free loopback port and stopped by its pid; plus their memory from /proc: the
+ * kernel's own peak (VmHWM) and current RSS (VmRSS) of the server's whole process tree.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, openSync, closeSync, readFileSync } from 'node:fs';
+import { accessSync, constants, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { kibToMb, parseVmRss } from './stats.js';
+import { kibToMib, parseStatusKb } from './stats.js';
 import { HOST } from './wire.js';
 
 export const SERVER_JS = fileURLToPath(new URL('../server.js', import.meta.url));
@@ -17,20 +18,90 @@ export const RAW_NODE_JS = fileURLToPath(new URL('./raw-node-server.js', import.
 export interface Running {
   name: string;
   port: number;
+  /** The HTTP door's port (IOE only). */
+  httpPort?: number;
   pid: number;
   stop(): Promise<void>;
 }
 
-/** VmRSS of a process in MB (10^6 bytes), or NaN if it is gone. */
-export function rssMb(pid: number): number {
-  try {
-    return kibToMb(parseVmRss(readFileSync(`/proc/${pid}/status`, 'utf8')));
-  } catch {
-    return NaN;
+/** A process and its descendants (from /proc/PID/task/TID/children), parent first. */
+export function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length && out.length < 1000) {
+    const next = queue.shift()!;
+    out.push(next);
+    let tasks: string[] = [];
+    try {
+      tasks = readFileSync(`/proc/${next}/task/${next}/children`, 'utf8').split(/\s+/);
+    } catch {
+      // gone, or no CONFIG_PROC_CHILDREN: the process alone
+    }
+    for (const child of tasks) if (child) queue.push(Number(child));
   }
+  return out;
 }
 
-/** Samples a process's RSS every `intervalMs` until stopped; keeps the first, peak and last. */
+export interface Memory {
+  /** VmRSS summed over the tree, MiB. */
+  rssMib: number;
+  /** VmHWM (the kernel's peak RSS since start or since the last resetPeak) summed, MiB. */
+  hwmMib: number;
+  processes: number;
+}
+
+/**
+ * The memory of a server: VmRSS and VmHWM of its process and every descendant, in MiB
+ * (2^20 bytes), summed (for one process, exactly the kernel's figures; for several, the sum of
+ * their peaks bounds the tree's peak from above). NaN if the process is gone.
+ */
+export function memoryOf(pid: number): Memory {
+  let rss = 0;
+  let hwm = 0;
+  let processes = 0;
+  for (const each of processTree(pid)) {
+    try {
+      const status = readFileSync(`/proc/${each}/status`, 'utf8');
+      const r = parseStatusKb(status, 'VmRSS');
+      const h = parseStatusKb(status, 'VmHWM');
+      if (Number.isNaN(r) || Number.isNaN(h)) continue; // a zombie
+      rss += r;
+      hwm += h;
+      processes++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  if (processes === 0) return { rssMib: NaN, hwmMib: NaN, processes };
+  return { rssMib: kibToMib(rss), hwmMib: kibToMib(hwm), processes };
+}
+
+/** VmRSS of a server's process tree in MiB, or NaN if it is gone. */
+export function rssMib(pid: number): number {
+  return memoryOf(pid).rssMib;
+}
+
+/**
+ * Resets the kernel's peak RSS (VmHWM) of a server's processes to their current RSS
+ * (`echo 5 > /proc/PID/clear_refs`, Linux ≥ 4.0). Returns false if any write failed.
+ */
+export function resetPeak(pid: number): boolean {
+  let ok = true;
+  for (const each of processTree(pid)) {
+    try {
+      writeFileSync(`/proc/${each}/clear_refs`, '5');
+    } catch {
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+/**
+ * Samples a server's RSS (MiB) every `intervalMs` until stopped; keeps the first, peak and
+ * last. Only a guard (a round stops early past a safety limit): a sample can miss a short
+ * spike, so the figures the benchmark reports are the kernel's VmHWM (memoryOf).
+ */
 export class RssSampler {
   readonly start: number;
   peak: number;
@@ -42,7 +113,7 @@ export class RssSampler {
     readonly pid: number,
     intervalMs = 50,
   ) {
-    this.start = rssMb(pid);
+    this.start = rssMib(pid);
     this.peak = this.start;
     this.last = this.start;
     this.timer = setInterval(() => this.sample(), intervalMs);
@@ -54,7 +125,7 @@ export class RssSampler {
   }
 
   sample(): number {
-    const rss = rssMb(this.pid);
+    const rss = rssMib(this.pid);
     if (Number.isFinite(rss)) {
       this.last = rss;
       if (!(rss <= this.peak)) this.peak = rss;
@@ -91,17 +162,40 @@ async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
   }
 }
 
-/** Starts a node script that prints `listening on HOST:PORT`; resolves with its port. */
+/**
+ * The ports in what a server printed: `listening on HOST:PORT` and, from IOE's HTTP door,
+ * `web on http://HOST:PORT/` (or `web off: …`). undefined while a line is still missing.
+ */
+export function parseListening(
+  out: string,
+  wantHttp: boolean,
+): { port: number; httpPort?: number } | undefined {
+  const tcp = /listening on \S+:(\d+)\r?\n/.exec(out);
+  if (!tcp) return undefined;
+  if (!wantHttp) return { port: Number(tcp[1]) };
+  const off = /web off: (.*)/.exec(out);
+  if (off) throw new Error(`the HTTP door is off: ${off[1]}`);
+  const web = /web on (https?):\/\/(?:\[[^\]]+\]|[^/:\s]+):(\d+)\/\r?\n/.exec(out);
+  if (web?.[1] === 'https')
+    throw new Error('the HTTP door speaks TLS; the benchmark needs plain HTTP');
+  return web ? { port: Number(tcp[1]), httpPort: Number(web[2]) } : undefined;
+}
+
+/**
+ * Starts a node script that prints `listening on HOST:PORT` (and, with `wantHttp`, IOE's
+ * `web on http://HOST:PORT/`); resolves with its ports.
+ */
 async function startListening(
   name: string,
   script: string,
   args: string[],
   logFile: string,
+  wantHttp = false,
 ): Promise<Running> {
   const log = openSync(logFile, 'a');
   const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', log] });
   closeSync(log);
-  const port = await new Promise<number>((resolve, reject) => {
+  const ports = await new Promise<{ port: number; httpPort?: number }>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => fail(new Error(`${name} did not start in 20 s`)), 20_000);
     const fail = (error: Error) => {
@@ -112,10 +206,14 @@ async function startListening(
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (text: string) => {
       out += text;
-      const match = /listening on \S+:(\d+)/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolve(Number(match[1]));
+      try {
+        const found = parseListening(out, wantHttp);
+        if (found) {
+          clearTimeout(timer);
+          resolve(found);
+        }
+      } catch (error) {
+        fail(error as Error);
       }
     });
     child.once('exit', (code, signal) =>
@@ -124,16 +222,17 @@ async function startListening(
     child.once('error', fail);
   });
   child.stdout!.resume(); // keep draining whatever else it prints
-  return { name, port, pid: child.pid!, stop: () => stopChild(child) };
+  return { name, ...ports, pid: child.pid!, stop: () => stopChild(child) };
 }
 
-/** The IOE server (compiled), on a free port, logging to `logFile`. */
+/** The IOE server (compiled), TCP and HTTP doors on free ports, logging to `logFile`. */
 export function startIoe(root: string, logFile: string, extra: string[] = []): Promise<Running> {
   return startListening(
     'ioe',
     SERVER_JS,
     ['--port', '0', '--http-port', '0', '--host', HOST, '--root', root, ...extra],
     logFile,
+    true,
   );
 }
 
@@ -258,4 +357,11 @@ export function openFilesLimit(): number {
   } catch {
     return NaN;
   }
+}
+
+/** `wrk --version`'s first line, without its usage text. */
+export function wrkVersion(path: string): string {
+  const result = spawnSync(path, ['--version'], { encoding: 'utf8' });
+  const line = (result.stdout || result.stderr || '').split('\n')[0] ?? '';
+  return line.replace(/\s+Copyright.*$/, '').trim();
 }

@@ -1,25 +1,54 @@
 /**
- * The six scenarios of the benchmark. Each runs the project (peer "ioe") and its baselines
- * interleaved, round by round (warm-up round 0, then measured rounds 1..N), and records one
- * Sample per peer per round. Every loop is bounded and every wait has a deadline.
+ * The scenarios of the benchmark: the TCP door's six, and the HTTP door's three (http-read,
+ * http-small, http-slow). Each runs the project (peer "ioe") and its baselines interleaved,
+ * round by round (warm-up round 0, then measured rounds 1..N), and records one Sample per peer
+ * per round. Every loop is bounded and every wait has a deadline.
+ *
+ * Memory is the kernel's own figure: VmHWM (peak RSS) of the server's process tree, in MiB. A
+ * server started for one round reports its VmHWM since it started; a server kept for a whole
+ * scenario has its VmHWM reset (clear_refs) at the start of each round.
+ *
+ * The many-small scenarios drive every server with the same out-of-process load generator
+ * (load.ts), and run `wrk` against nginx (and IOE's HTTP door) beside it in the same rounds,
+ * so that the run itself shows whether the generator or the server sets the figure.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { MiB, remove, smallName } from './fixtures.js';
-import { RssSampler, rssMb, startIoe, startNginx, startRawNode, type Running } from './proc.js';
-import { mbPerSecond, median, percentile, type Sample, type ScenarioInfo } from './stats.js';
+import { runLoad, type LoadKind, type LoadResult } from './load.js';
 import {
+  RssSampler,
+  memoryOf,
+  resetPeak,
+  startIoe,
+  startNginx,
+  startRawNode,
+  type Running,
+} from './proc.js';
+import {
+  mbPerSecond,
+  median,
+  percentile,
+  type MetricDef,
+  type Sample,
+  type ScenarioInfo,
+} from './stats.js';
+import {
+  NGINX_TARGET,
   Payload,
   Wire,
   httpGet,
+  ioeHttpTarget,
   ioeList,
   ioeRead,
   ioeWrite,
   rawNamedRead,
   rawUpload,
+  type HttpTarget,
   type Throttle,
 } from './wire.js';
+import { runWrk } from './wrk.js';
 
 export interface BenchConfig {
   quick: boolean;
@@ -27,10 +56,17 @@ export interface BenchConfig {
   /** The bench dir: fixtures, logs, scratch. */
   dir: string;
   nginx?: string;
+  /** `wrk`, the cross-check of the many-small load generator (skipped if missing). */
+  wrk?: string;
+  wrkThreads: number;
   bigBytes: number;
   smallClients: number;
   smallReads: number;
   smallBytes: number;
+  /** How long each many-small measurement drives a server (whole seconds, as wrk takes). */
+  loadSeconds: number;
+  /** Processes of the load generator. */
+  loadWorkers: number;
   listCount: number;
   listRepeats: number;
   slowClients: number;
@@ -41,8 +77,8 @@ export interface BenchConfig {
   connActive: number;
   /** Size of the file each active connection downloads in the connections scenario. */
   connBytes: number;
-  /** A server past this RSS (MB) makes a memory round stop early, to spare the machine. */
-  rssSafetyMb: number;
+  /** A server past this RSS (MiB) makes a memory round stop early, to spare the machine. */
+  rssSafetyMib: number;
 }
 
 export interface Paths {
@@ -56,6 +92,8 @@ export interface Paths {
   rawUploads: string;
   logs: string;
   nginxDir: string;
+  /** wrk's Lua script, written at run time. */
+  wrkScript: string;
 }
 
 export function paths(config: BenchConfig): Paths {
@@ -73,6 +111,7 @@ export function paths(config: BenchConfig): Paths {
     rawUploads: join(config.dir, 'raw-uploads'),
     logs: join(config.dir, 'logs'),
     nginxDir: join(config.dir, 'nginx'),
+    wrkScript: join(config.dir, 'wrk-rotate.lua'),
   };
 }
 
@@ -99,8 +138,23 @@ const SUBJECT = 'ioe';
 /** raw-node's upload that also hashes SHA-256 on the way: what the protocol's hash costs. */
 const RAW_SHA256 = 'raw-node+sha256';
 
-function peersOf(ctx: Context, baselines: string[]): string[] {
-  return [SUBJECT, ...baselines.filter((peer) => peer !== 'nginx' || ctx.config.nginx)];
+/** The same peers measured with `wrk` instead of the benchmark's load generator. */
+const IOE_WRK = 'ioe/wrk';
+const NGINX_WRK = 'nginx/wrk';
+/** nginx measured with the benchmark's former client: in the bench process, one event loop. */
+const NGINX_IN_PROCESS = 'nginx/in-proc';
+
+/** The server a peer is measured on (`nginx/wrk` → `nginx`). */
+function serverOf(peer: string): string {
+  return peer === IOE_WRK ? SUBJECT : peer.startsWith('nginx') ? 'nginx' : peer;
+}
+
+function peersOf(ctx: Context, baselines: string[], subject = [SUBJECT]): string[] {
+  return [...subject, ...baselines].filter(
+    (peer) =>
+      (serverOf(peer) !== 'nginx' || ctx.config.nginx) &&
+      (!peer.endsWith('/wrk') || ctx.config.wrk),
+  );
 }
 
 function errorText(error: unknown): string {
@@ -171,17 +225,22 @@ function logFile(ctx: Context, name: string): string {
   return join(ctx.paths.logs, `${name}.log`);
 }
 
-/** Runs `body` while sampling the server's RSS every 50 ms; adds peak_rss_mb. */
+/**
+ * Runs `body` on a server kept for the whole scenario: resets its VmHWM first, then adds
+ * peak_rss_mib (VmHWM after the body: the kernel's peak RSS during this round).
+ */
 async function sampled(server: Running, body: () => Promise<Outcome>): Promise<Outcome> {
-  const sampler = new RssSampler(server.pid, 50);
-  try {
-    const outcome = await body();
-    const rss = sampler.stop();
-    outcome.metrics.peak_rss_mb = rss.peak;
-    return outcome;
-  } finally {
-    sampler.stop();
-  }
+  const reset = resetPeak(server.pid);
+  const outcome = await body();
+  outcome.metrics.peak_rss_mib = memoryOf(server.pid).hwmMib;
+  if (!reset) (outcome.notes ??= []).push('could not reset VmHWM: peak since the server started');
+  return outcome;
+}
+
+/** VmRSS of a server just started, once it has settled: its idle RSS (MiB). */
+async function idleRss(server: Running): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  return memoryOf(server.pid).rssMib;
 }
 
 async function using<T>(port: number, body: (wire: Wire) => Promise<T>): Promise<T> {
@@ -209,7 +268,7 @@ async function pool<T>(count: number, limit: number, job: (i: number) => Promise
 
 const BIG_TIMEOUT_MS = 300_000;
 
-/** The server's starter for each peer that serves the media root. */
+/** The server's starter for each server the peers are measured on (see serverOf). */
 function mediaServers(
   ctx: Context,
   peers: string[],
@@ -218,60 +277,97 @@ function mediaServers(
 ): Record<string, () => Promise<Running>> {
   const { paths: p, config } = ctx;
   const starters: Record<string, () => Promise<Running>> = {};
-  for (const peer of peers) {
-    if (peer === 'ioe') starters.ioe = () => startIoe(p.media, logFile(ctx, 'ioe'), ioeExtra);
-    if (peer === 'raw-node') starters['raw-node'] = () => startRawNode(raw, logFile(ctx, 'raw'));
-    if (peer === RAW_SHA256) {
-      starters[peer] = () => startRawNode([...raw, '--sha256'], logFile(ctx, 'raw-sha256'));
+  for (const server of new Set(peers.map(serverOf))) {
+    if (server === 'ioe') starters.ioe = () => startIoe(p.media, logFile(ctx, 'ioe'), ioeExtra);
+    if (server === 'raw-node') starters[server] = () => startRawNode(raw, logFile(ctx, 'raw'));
+    if (server === RAW_SHA256) {
+      starters[server] = () => startRawNode([...raw, '--sha256'], logFile(ctx, 'raw-sha256'));
     }
-    if (peer === 'nginx') starters.nginx = () => startNginx(config.nginx!, p.media, p.nginxDir);
+    if (server === 'nginx') starters.nginx = () => startNginx(config.nginx!, p.media, p.nginxDir);
   }
   return starters;
 }
 
+/** A server started for one round, with its idle RSS measured before any load. */
+async function withFreshServer(
+  ctx: Context,
+  peer: string,
+  raw: string[],
+  ioeExtra: string[],
+  body: (server: Running, idle: number) => Promise<Outcome>,
+): Promise<Outcome> {
+  return withServer(mediaServers(ctx, [peer], raw, ioeExtra)[serverOf(peer)], async (server) => {
+    const idle = await idleRss(server);
+    const outcome = await body(server, idle);
+    // VmHWM since the server started: the kernel's peak RSS of the process's whole life.
+    const memory = memoryOf(server.pid);
+    outcome.metrics.peak_rss_mib = memory.hwmMib;
+    outcome.metrics.idle_rss_mib = idle;
+    if (memory.processes > 1) outcome.metrics.processes = memory.processes;
+    return outcome;
+  });
+}
+
+/** The HTTP door's target for the IOE server, nginx's otherwise. */
+function httpTarget(server: Running): HttpTarget {
+  return server.name === 'ioe' ? ioeHttpTarget(server.httpPort!) : NGINX_TARGET;
+}
+
+/** The port a peer's HTTP requests go to (IOE's HTTP door, or nginx). */
+function httpPort(server: Running): number {
+  if (server.name !== 'ioe') return server.port;
+  if (server.httpPort === undefined) throw new Error('IOE started without its HTTP door');
+  return server.httpPort;
+}
+
 // ---------------------------------------------------------------------------------------------
 
-const read: Scenario = {
-  id: 'read',
-  title: 'READ of one page-cached big file, one stream',
-  subject: SUBJECT,
-  peers: ['ioe', 'raw-node', 'nginx'],
-  metrics: [
-    { key: 'mb_s', label: 'MB/s', better: 'higher', chart: true },
-    { key: 'peak_rss_mb', label: 'peak RSS MB', better: 'lower' },
-  ],
-  async run(ctx) {
-    const { paths: p, config } = ctx;
-    const peers = peersOf(ctx, ['raw-node', 'nginx']);
-    const raw = ['--mode', 'stream', '--file', p.big];
-    await withServers(mediaServers(ctx, peers, raw), (servers) =>
-      interleave(ctx, this.id, peers, (peer) =>
-        sampled(servers[peer], async () => {
-          const start = performance.now();
-          const bytes = await using(servers[peer].port, (wire) => {
-            if (peer === 'ioe') return ioeRead(wire, p.bigName, BIG_TIMEOUT_MS);
-            if (peer === 'nginx') return httpGet(wire, p.bigName, BIG_TIMEOUT_MS);
-            return wire.toEnd(BIG_TIMEOUT_MS);
-          });
-          const ms = performance.now() - start;
-          if (bytes !== config.bigBytes)
-            throw new Error(`got ${bytes} of ${config.bigBytes} bytes`);
-          return { metrics: { mb_s: mbPerSecond(bytes, ms), seconds: ms / 1000 } };
-        }),
-      ),
-    );
-  },
-};
+const PEAK: MetricDef = { key: 'peak_rss_mib', label: 'peak RSS MiB (VmHWM)', better: 'lower' };
+const PEAK_CHART: MetricDef = { ...PEAK, chart: true };
+const IDLE: MetricDef = { key: 'idle_rss_mib', label: 'idle RSS MiB', better: 'lower' };
+
+/** One big file, one stream: over IOE's TCP protocol (read) or its HTTP door (http-read). */
+function bigRead(http: boolean): Scenario {
+  return {
+    id: http ? 'http-read' : 'read',
+    title: http
+      ? 'HTTP GET of one page-cached big file, one stream (raw-node: the same bare TCP stream)'
+      : 'READ of one page-cached big file, one stream',
+    subject: SUBJECT,
+    peers: ['ioe', 'raw-node', 'nginx'],
+    metrics: [{ key: 'mb_s', label: 'MB/s', better: 'higher', chart: true }, PEAK],
+    async run(ctx) {
+      const { paths: p, config } = ctx;
+      const peers = peersOf(ctx, ['raw-node', 'nginx']);
+      const raw = ['--mode', 'stream', '--file', p.big];
+      await withServers(mediaServers(ctx, peers, raw), (servers) =>
+        interleave(ctx, this.id, peers, (peer) =>
+          sampled(servers[peer], async () => {
+            const server = servers[peer];
+            const port = http && peer === 'ioe' ? httpPort(server) : server.port;
+            const start = performance.now();
+            const bytes = await using(port, (wire) => {
+              if (peer === 'raw-node') return wire.toEnd(BIG_TIMEOUT_MS);
+              if (peer === 'ioe' && !http) return ioeRead(wire, p.bigName, BIG_TIMEOUT_MS);
+              return httpGet(wire, p.bigName, BIG_TIMEOUT_MS, undefined, httpTarget(server));
+            });
+            const ms = performance.now() - start;
+            if (bytes !== config.bigBytes)
+              throw new Error(`got ${bytes} of ${config.bigBytes} bytes`);
+            return { metrics: { mb_s: mbPerSecond(bytes, ms), seconds: ms / 1000 } };
+          }),
+        ),
+      );
+    },
+  };
+}
 
 const write: Scenario = {
   id: 'write',
   title: 'WRITE of one big file, one stream, fsync before the reply',
   subject: SUBJECT,
   peers: ['ioe', 'raw-node', RAW_SHA256],
-  metrics: [
-    { key: 'mb_s', label: 'MB/s', better: 'higher', chart: true },
-    { key: 'peak_rss_mb', label: 'peak RSS MB', better: 'lower' },
-  ],
+  metrics: [{ key: 'mb_s', label: 'MB/s', better: 'higher', chart: true }, PEAK],
   async run(ctx) {
     const { paths: p, config } = ctx;
     const peers = peersOf(ctx, ['raw-node', RAW_SHA256]);
@@ -301,79 +397,185 @@ const write: Scenario = {
   },
 };
 
-const small: Scenario = {
-  id: 'small',
-  title: 'many small READs: clients × reads of distinct 64 KiB files, one connection each',
-  subject: SUBJECT,
-  peers: ['ioe', 'raw-node', 'nginx'],
-  metrics: [
-    { key: 'ops_s', label: 'ops/s', better: 'higher', chart: true },
-    { key: 'p50_ms', label: 'p50 latency ms', better: 'lower' },
-    { key: 'p99_ms', label: 'p99 latency ms', better: 'lower', chart: true },
-    { key: 'errors', label: 'errors', better: 'lower' },
-    { key: 'peak_rss_mb', label: 'peak RSS MB', better: 'lower' },
-  ],
-  async run(ctx) {
-    const { paths: p, config } = ctx;
-    const peers = peersOf(ctx, ['raw-node', 'nginx']);
-    const raw = ['--mode', 'named', '--root', p.media];
-    const timeout = 60_000;
-    await withServers(mediaServers(ctx, peers, raw), (servers) =>
-      interleave(ctx, this.id, peers, (peer) =>
-        sampled(servers[peer], async () => {
-          const latencies: number[] = [];
-          const notes = new Set<string>();
-          let errors = 0;
-          const client = async (c: number) => {
-            let wire: Wire;
-            try {
-              wire = await Wire.connect(servers[peer].port);
-            } catch (error) {
-              errors += config.smallReads;
-              notes.add(errorText(error));
-              return;
-            }
-            try {
-              for (let i = 0; i < config.smallReads; i++) {
-                const name = `small/${smallName(c * config.smallReads + i)}`;
-                const t = performance.now();
-                try {
-                  let got: number;
-                  if (peer === 'ioe') got = await ioeRead(wire, name, timeout);
-                  else if (peer === 'nginx') got = await httpGet(wire, name, timeout);
-                  else got = await rawNamedRead(wire, name, config.smallBytes, timeout);
-                  if (got !== config.smallBytes) throw new Error(`short file ${name}: ${got}`);
-                  latencies.push(performance.now() - t);
-                } catch (error) {
-                  errors++;
-                  notes.add(errorText(error));
-                  if (wire.closed) {
-                    errors += config.smallReads - i - 1;
-                    return;
-                  }
-                }
-              }
-            } finally {
-              wire.destroy();
-            }
-          };
-          const start = performance.now();
-          await Promise.all(Array.from({ length: config.smallClients }, (_, c) => client(c)));
-          const ms = performance.now() - start;
-          return {
-            metrics: {
-              ops_s: latencies.length / (ms / 1000),
-              p50_ms: percentile(latencies, 50),
-              p99_ms: percentile(latencies, 99),
-              errors,
-            },
-            notes: [...notes].slice(0, 5),
-          };
+/** Metrics of one many-small measurement (those it could not measure left out). */
+function loadMetrics(r: LoadResult): Metrics {
+  const all: Metrics = {
+    ops_s: r.opsPerSecond,
+    p50_ms: r.p50Ms,
+    p99_ms: r.p99Ms,
+    max_ms: r.maxMs,
+    first_max_ms: r.firstMaxMs,
+    errors: r.errors,
+    completed: r.completed,
+    connect_ms: r.connectMs,
+  };
+  return Object.fromEntries(Object.entries(all).filter(([, value]) => Number.isFinite(value)));
+}
+
+/** The names of the many-small files: client c reads smallNames[c * reads …]. */
+function smallNames(config: BenchConfig): string[] {
+  return Array.from({ length: config.smallClients * config.smallReads }, (_, i) =>
+    join('small', smallName(i)),
+  );
+}
+
+/**
+ * The former many-small client, kept to show what it measured: every connection a `Wire` in
+ * the bench process's one event loop, for the same clients, files and duration.
+ */
+async function inProcessLoad(ctx: Context, port: number, target: HttpTarget): Promise<LoadResult> {
+  const { config } = ctx;
+  const timeout = 60_000;
+  const latencies: number[] = [];
+  const notes = new Set<string>();
+  let errors = 0;
+  const wires: Wire[] = [];
+  const start = performance.now();
+  const deadline = start + config.loadSeconds * 1000;
+  const client = async (c: number) => {
+    let wire: Wire;
+    try {
+      wire = await Wire.connect(port);
+    } catch (error) {
+      errors++;
+      notes.add(errorText(error));
+      return;
+    }
+    wires.push(wire);
+    for (let i = 0; performance.now() < deadline; i = (i + 1) % config.smallReads) {
+      const name = join('small', smallName(c * config.smallReads + i));
+      const t = performance.now();
+      try {
+        const got = await httpGet(wire, name, timeout, undefined, target);
+        if (got !== config.smallBytes) throw new Error(`short file ${name}: ${got}`);
+        const done = performance.now();
+        if (done <= deadline) latencies.push(done - t);
+      } catch (error) {
+        errors++;
+        notes.add(errorText(error));
+        if (wire.closed) return;
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: config.smallClients }, (_, c) => client(c)));
+  } finally {
+    for (const wire of wires) wire.destroy();
+  }
+  return {
+    completed: latencies.length,
+    errors,
+    opsPerSecond: latencies.length / config.loadSeconds,
+    seconds: config.loadSeconds,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    maxMs: latencies.length ? latencies.reduce((a, b) => Math.max(a, b), 0) : NaN,
+    connectMs: NaN,
+    firstMaxMs: NaN,
+    reconnects: 0,
+    notes: [...notes].slice(0, 5),
+  };
+}
+
+/** One many-small measurement of one peer: the load generator, wrk, or the in-process client. */
+async function smallRound(
+  ctx: Context,
+  peer: string,
+  server: Running,
+  http: boolean,
+): Promise<Outcome> {
+  const { config, paths: p } = ctx;
+  const names = smallNames(config);
+  if (peer.endsWith('/wrk')) {
+    const target = httpTarget(server);
+    const r = await runWrk({
+      wrk: config.wrk!,
+      port: httpPort(server),
+      host: '127.0.0.1',
+      names,
+      prefix: target.prefix,
+      connections: config.smallClients,
+      threads: config.wrkThreads,
+      seconds: config.loadSeconds,
+      scriptPath: p.wrkScript,
+    });
+    return {
+      metrics: {
+        ops_s: (r.requests - r.statusErrors) / r.seconds,
+        p50_ms: r.p50Ms,
+        p99_ms: r.p99Ms,
+        max_ms: r.maxMs,
+        errors: r.errors,
+        completed: r.requests,
+      },
+    };
+  }
+  let result: LoadResult;
+  if (peer === NGINX_IN_PROCESS) {
+    result = await inProcessLoad(ctx, server.port, NGINX_TARGET);
+  } else {
+    const kind: LoadKind = peer === 'raw-node' ? 'raw' : peer === 'ioe' && !http ? 'ioe' : 'http';
+    const target = httpTarget(server);
+    result = await runLoad({
+      port: kind === 'http' ? httpPort(server) : server.port,
+      host: '127.0.0.1',
+      kind,
+      names,
+      clients: config.smallClients,
+      perClient: config.smallReads,
+      size: config.smallBytes,
+      pathPrefix: target.prefix,
+      hostHeader: target.host === '127.0.0.1' ? undefined : target.host,
+      workers: config.loadWorkers,
+      durationMs: config.loadSeconds * 1000,
+      timeoutMs: 60_000,
+    });
+  }
+  return { metrics: loadMetrics(result), notes: result.notes };
+}
+
+const SMALL_METRICS: MetricDef[] = [
+  { key: 'ops_s', label: 'ops/s', better: 'higher', chart: true },
+  { key: 'p50_ms', label: 'p50 latency ms', better: 'lower' },
+  { key: 'p99_ms', label: 'p99 latency ms', better: 'lower', chart: true },
+  { key: 'first_max_ms', label: 'slowest first reply ms', better: 'lower' },
+  { key: 'errors', label: 'errors', better: 'lower' },
+  PEAK,
+];
+
+/**
+ * Many small files: clients × distinct 64 KiB files, one keep-alive connection per client and
+ * one request in flight on it; each client cycles through its own files for loadSeconds. Over
+ * IOE's TCP protocol (small) or its HTTP door (http-small).
+ */
+function manySmall(http: boolean): Scenario {
+  return {
+    id: http ? 'http-small' : 'small',
+    title: http
+      ? 'many small HTTP GETs: keep-alive clients cycling over distinct 64 KiB files; wrk beside the load generator'
+      : 'many small READs: clients cycling over distinct 64 KiB files, one connection each; wrk beside the load generator',
+    subject: SUBJECT,
+    peers: http
+      ? ['ioe', 'nginx', IOE_WRK, NGINX_WRK]
+      : ['ioe', 'raw-node', 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
+    metrics: SMALL_METRICS,
+    async run(ctx) {
+      const { paths: p } = ctx;
+      const peers = http
+        ? peersOf(ctx, ['nginx', IOE_WRK, NGINX_WRK])
+        : peersOf(ctx, ['raw-node', 'nginx', NGINX_WRK, NGINX_IN_PROCESS]);
+      const raw = ['--mode', 'named', '--root', p.media];
+      await withServers(mediaServers(ctx, peers, raw), (servers) =>
+        interleave(ctx, this.id, peers, (peer) => {
+          const server = servers[serverOf(peer)];
+          // The cross-checks run on the same server: its memory is the main peer's row.
+          if (peer.includes('/')) return smallRound(ctx, peer, server, http);
+          return sampled(server, () => smallRound(ctx, peer, server, http));
         }),
-      ),
-    );
-  },
-};
+      );
+    },
+  };
+}
 
 const list: Scenario = {
   id: 'list',
@@ -383,8 +585,8 @@ const list: Scenario = {
   metrics: [
     { key: 'first_ms', label: 'first call ms', better: 'lower', chart: true },
     { key: 'repeated_ms', label: 'repeated call ms (median)', better: 'lower', chart: true },
-    { key: 'rss_mb', label: 'RSS after MB', better: 'lower' },
-    { key: 'peak_rss_mb', label: 'peak RSS MB', better: 'lower' },
+    { key: 'rss_mib', label: 'RSS after MiB', better: 'lower' },
+    PEAK,
   ],
   async run(ctx) {
     const { paths: p, config } = ctx;
@@ -413,7 +615,7 @@ const list: Scenario = {
                 first_ms: first,
                 repeated_ms: median(repeated),
                 repeated_min_ms: Math.min(...repeated),
-                rss_mb: rssMb(server.pid),
+                rss_mib: memoryOf(server.pid).rssMib,
               };
               if (notes.length) metrics.errors = notes.length;
               return { metrics, notes };
@@ -432,94 +634,98 @@ function download(
   size: number,
   timeoutMs: number,
   throttle?: Throttle,
+  server?: Running,
+  http = false,
 ): Promise<number> {
-  if (peer === 'ioe') return ioeRead(wire, name, timeoutMs, throttle);
-  if (peer === 'nginx') return httpGet(wire, name, timeoutMs, throttle);
+  if (peer === 'ioe' && !http) return ioeRead(wire, name, timeoutMs, throttle);
+  if (peer === 'ioe' || peer === 'nginx') {
+    return httpGet(wire, name, timeoutMs, throttle, server ? httpTarget(server) : NGINX_TARGET);
+  }
   return rawNamedRead(wire, name, size, timeoutMs, throttle);
 }
 
-const slow: Scenario = {
-  id: 'slow',
-  title: 'memory: slow readers of one file (64 KiB then a 10 ms pause, socket paused between)',
-  subject: SUBJECT,
-  peers: ['ioe', 'raw-node', 'nginx'],
-  metrics: [
-    { key: 'peak_rss_mb', label: 'peak RSS MB', better: 'lower', chart: true },
-    { key: 'start_rss_mb', label: 'RSS at start MB', better: 'lower' },
-    { key: 'received_mb', label: 'MB received (all clients)', better: 'higher' },
-    { key: 'errors', label: 'errors', better: 'lower' },
-  ],
-  async run(ctx) {
-    const { paths: p, config } = ctx;
-    const peers = peersOf(ctx, ['raw-node', 'nginx']);
-    const raw = ['--mode', 'named', '--root', p.media];
-    await interleave(ctx, this.id, peers, (peer) =>
-      withServer(mediaServers(ctx, [peer], raw)[peer], async (server) => {
-        const sampler = new RssSampler(server.pid, 50);
-        const wires: Wire[] = [];
-        const notes = new Set<string>();
-        let stopped = false;
-        let aborted = false;
-        let errors = 0;
-        let completed = 0;
-        const stopAll = () => {
-          stopped = true;
-          for (const wire of wires) wire.destroy();
-        };
-        sampler.onSample((rss) => {
-          if (rss > config.rssSafetyMb && !stopped) {
-            aborted = true;
-            notes.add(`stopped early: server RSS ${Math.round(rss)} MB over the safety limit`);
+/** Slow readers of one file, over IOE's TCP protocol (slow) or its HTTP door (http-slow). */
+function slowReaders(http: boolean): Scenario {
+  return {
+    id: http ? 'http-slow' : 'slow',
+    title: `memory: slow ${http ? 'HTTP ' : ''}readers of one file (64 KiB then a 10 ms pause, socket paused between)`,
+    subject: SUBJECT,
+    peers: http ? ['ioe', 'nginx'] : ['ioe', 'raw-node', 'nginx'],
+    metrics: [
+      PEAK_CHART,
+      IDLE,
+      { key: 'received_mb', label: 'MB received (all clients)', better: 'higher' },
+      { key: 'errors', label: 'errors', better: 'lower' },
+    ],
+    async run(ctx) {
+      const { paths: p, config } = ctx;
+      const peers = peersOf(ctx, http ? ['nginx'] : ['raw-node', 'nginx']);
+      const raw = ['--mode', 'named', '--root', p.media];
+      await interleave(ctx, this.id, peers, (peer) =>
+        withFreshServer(ctx, peer, raw, [], async (server) => {
+          const sampler = new RssSampler(server.pid, 50);
+          const wires: Wire[] = [];
+          const notes = new Set<string>();
+          let stopped = false;
+          let aborted = false;
+          let errors = 0;
+          let completed = 0;
+          const stopAll = () => {
+            stopped = true;
+            for (const wire of wires) wire.destroy();
+          };
+          sampler.onSample((rss) => {
+            if (rss > config.rssSafetyMib && !stopped) {
+              aborted = true;
+              notes.add(`stopped early: server RSS ${Math.round(rss)} MiB over the safety limit`);
+              stopAll();
+            }
+          });
+          const cap = setTimeout(stopAll, config.slowSeconds * 1000);
+          const port = http && peer === 'ioe' ? httpPort(server) : server.port;
+          try {
+            await Promise.all(
+              Array.from({ length: config.slowClients }, async () => {
+                try {
+                  const wire = await Wire.connect(port, {
+                    receiveBytes: config.slowThrottle.every,
+                  });
+                  wires.push(wire);
+                  if (stopped) return wire.destroy();
+                  const timeout = (config.slowSeconds + 60) * 1000;
+                  await download(
+                    peer,
+                    wire,
+                    p.slowName,
+                    config.slowBytes,
+                    timeout,
+                    config.slowThrottle,
+                    server,
+                    http,
+                  );
+                  completed++;
+                  wire.destroy();
+                } catch (error) {
+                  if (stopped) return;
+                  errors++;
+                  notes.add(errorText(error));
+                }
+              }),
+            );
+          } finally {
+            clearTimeout(cap);
             stopAll();
+            sampler.stop();
           }
-        });
-        const cap = setTimeout(stopAll, config.slowSeconds * 1000);
-        try {
-          await Promise.all(
-            Array.from({ length: config.slowClients }, async () => {
-              try {
-                const wire = await Wire.connect(server.port, {
-                  receiveBytes: config.slowThrottle.every,
-                });
-                wires.push(wire);
-                if (stopped) return wire.destroy();
-                const timeout = (config.slowSeconds + 60) * 1000;
-                await download(
-                  peer,
-                  wire,
-                  p.slowName,
-                  config.slowBytes,
-                  timeout,
-                  config.slowThrottle,
-                );
-                completed++;
-                wire.destroy();
-              } catch (error) {
-                if (stopped) return;
-                errors++;
-                notes.add(errorText(error));
-              }
-            }),
-          );
-        } finally {
-          clearTimeout(cap);
-          stopAll();
-        }
-        const rss = sampler.stop();
-        const received = wires.reduce((sum, wire) => sum + wire.received, 0);
-        const metrics: Metrics = {
-          peak_rss_mb: rss.peak,
-          start_rss_mb: rss.start,
-          received_mb: received / 1e6,
-          completed,
-          errors,
-        };
-        if (aborted) metrics.aborted = 1;
-        return { metrics, notes: [...notes].slice(0, 5) };
-      }),
-    );
-  },
-};
+          const received = wires.reduce((sum, wire) => sum + wire.received, 0);
+          const metrics: Metrics = { received_mb: received / 1e6, completed, errors };
+          if (aborted) metrics.aborted = 1;
+          return { metrics, notes: [...notes].slice(0, 5) };
+        }),
+      );
+    },
+  };
+}
 
 const conns: Scenario = {
   id: 'conns',
@@ -527,10 +733,10 @@ const conns: Scenario = {
   subject: SUBJECT,
   peers: ['ioe', 'raw-node', 'nginx'],
   metrics: [
-    { key: 'peak_rss_mb', label: 'peak RSS MB', better: 'lower', chart: true },
+    PEAK_CHART,
     { key: 'errors', label: 'errors', better: 'lower' },
     { key: 'transfer_mb_s', label: 'downloads MB/s (all)', better: 'higher' },
-    { key: 'start_rss_mb', label: 'RSS at start MB', better: 'lower' },
+    IDLE,
   ],
   async run(ctx) {
     const { paths: p, config } = ctx;
@@ -540,8 +746,7 @@ const conns: Scenario = {
     const ioeExtra = ['--max-connections', String(Math.max(512, config.connHeld + 100))];
     const timeout = 600_000;
     await interleave(ctx, this.id, peers, (peer) =>
-      withServer(mediaServers(ctx, [peer], raw, ioeExtra)[peer], async (server) => {
-        const sampler = new RssSampler(server.pid, 50);
+      withFreshServer(ctx, peer, raw, ioeExtra, async (server) => {
         const notes = new Set<string>();
         let errors = 0;
         const fail = (error: unknown) => {
@@ -583,20 +788,15 @@ const conns: Scenario = {
             const name = `small/${smallName(i % (config.smallClients * config.smallReads))}`;
             await download(peer, idle[i], name, config.smallBytes, 60_000).catch(fail);
           });
-          const rss = sampler.stop();
-          const moved = sizes.reduce((sum, n) => sum + n, 0);
           return {
             metrics: {
-              peak_rss_mb: rss.peak,
-              start_rss_mb: rss.start,
               errors,
-              transfer_mb_s: mbPerSecond(moved, ms),
+              transfer_mb_s: mbPerSecond(moved(sizes), ms),
               held: alive.filter((wire) => !wire.closed).length,
             },
             notes: [...notes].slice(0, 5),
           };
         } finally {
-          sampler.stop();
           for (const wire of wires) wire?.destroy();
         }
       }),
@@ -604,7 +804,21 @@ const conns: Scenario = {
   },
 };
 
-export const SCENARIOS: Scenario[] = [read, write, small, list, slow, conns];
+function moved(sizes: number[]): number {
+  return sizes.reduce((sum, n) => sum + n, 0);
+}
+
+export const SCENARIOS: Scenario[] = [
+  bigRead(false),
+  write,
+  manySmall(false),
+  list,
+  slowReaders(false),
+  conns,
+  bigRead(true),
+  manySmall(true),
+  slowReaders(true),
+];
 
 /** Which fixtures a set of scenarios needs. */
 export function fixturesNeeded(ids: string[]): {
@@ -616,10 +830,10 @@ export function fixturesNeeded(ids: string[]): {
 } {
   const has = (...wanted: string[]) => wanted.some((id) => ids.includes(id));
   return {
-    big: has('read'),
-    slow: has('slow'),
+    big: has('read', 'http-read'),
+    slow: has('slow', 'http-slow'),
     conn: has('conns'),
-    small: has('small', 'conns'),
+    small: has('small', 'http-small', 'conns'),
     list: has('list'),
   };
 }

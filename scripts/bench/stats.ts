@@ -69,14 +69,14 @@ export function mbPerSecond(bytes: number, ms: number): number {
   return ms > 0 ? bytes / 1e6 / (ms / 1000) : NaN;
 }
 
-/** kB as /proc reports VmRSS (units of 1024 bytes) to MB (10^6 bytes), the targets' unit. */
-export function kibToMb(kib: number): number {
-  return (kib * 1024) / 1e6;
+/** kB as /proc reports VmRSS and VmHWM (units of 1024 bytes) to MiB (2^20 bytes), the targets' unit. */
+export function kibToMib(kib: number): number {
+  return kib / 1024;
 }
 
-/** Parses the VmRSS line of /proc/PID/status; the value in kB, or NaN if absent. */
-export function parseVmRss(status: string): number {
-  const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+/** One `Field:  N kB` line of /proc/PID/status (VmRSS, VmHWM, …); the value in kB, or NaN. */
+export function parseStatusKb(status: string, field: string): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
   return match ? Number(match[1]) : NaN;
 }
 

@@ -374,15 +374,32 @@ export async function rawNamedRead(
   return size;
 }
 
-/** HTTP/1.1 keep-alive GET of /name; checks 200 and reads Content-Length bytes. */
+/** Where an HTTP GET goes: the path before the name, and the Host header. */
+export interface HttpTarget {
+  /** '/' for nginx (the media root is its document root), '/media/' for IOE's HTTP door. */
+  prefix: string;
+  /** IOE's door accepts only its own loopback names with the port, e.g. `127.0.0.1:PORT`. */
+  host: string;
+}
+
+/** nginx's target: any Host will do. */
+export const NGINX_TARGET: HttpTarget = { prefix: '/', host: HOST };
+
+/** IOE's HTTP door on `port`. */
+export function ioeHttpTarget(port: number): HttpTarget {
+  return { prefix: '/media/', host: `${HOST}:${port}` };
+}
+
+/** HTTP/1.1 keep-alive GET of prefix + name; checks 200 and reads Content-Length bytes. */
 export async function httpGet(
   wire: Wire,
   name: string,
   timeoutMs: number,
   throttle?: Throttle,
+  target: HttpTarget = NGINX_TARGET,
 ): Promise<number> {
   const path = name.split('/').map(encodeURIComponent).join('/');
-  await wire.write(`GET /${path} HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+  await wire.write(`GET ${target.prefix}${path} HTTP/1.1\r\nHost: ${target.host}\r\n\r\n`);
   const head = await wire.until('\r\n\r\n', timeoutMs);
   const status = /^HTTP\/1\.[01] (\d{3})/.exec(head);
   if (!status || status[1] !== '200') throw new Error(`HTTP ${head.split('\r\n')[0]}`);

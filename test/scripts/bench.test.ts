@@ -1,6 +1,8 @@
 /**
- * The benchmark's pure helpers (scripts/bench/stats.ts): order statistics, ratios, summaries of
- * interleaved rounds, target checks and the table. No servers, no timing.
+ * The benchmark's helpers: the pure ones of scripts/bench/stats.ts (order statistics, ratios,
+ * summaries of interleaved rounds, target checks and the table); the many-small load
+ * generator's reply parsers and merge, wrk's output, the servers' `listening` lines and the
+ * /proc memory figures; and a short run of the load generator and of wrk against tiny servers.
  */
 import t from 'tap';
 import {
@@ -12,13 +14,13 @@ import {
   formatSummaryTable,
   formatTable,
   formatTargets,
-  kibToMb,
+  kibToMib,
   mbPerSecond,
   mean,
   median,
   pairedRatios,
   parseOnly,
-  parseVmRss,
+  parseStatusKb,
   percentile,
   ratio,
   series,
@@ -27,6 +29,23 @@ import {
   type Sample,
   type ScenarioInfo,
 } from '../../scripts/bench/stats.js';
+import { spawn } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { httpHeadEnd, lineEnd, parseHttpHead, parseIoeHead } from '../../scripts/bench/heads.js';
+import { dealClients, mergeResults, requestFor, runLoad } from '../../scripts/bench/load.js';
+import {
+  findExecutable,
+  memoryOf,
+  parseListening,
+  processTree,
+  resetPeak,
+} from '../../scripts/bench/proc.js';
+import { parseWrkOutput, parseWrkTime, rotateScript, runWrk } from '../../scripts/bench/wrk.js';
 
 t.test('median of odd and even counts, unsorted input, non-finite values dropped', async (t) => {
   t.equal(median([3, 1, 2]), 2);
@@ -72,9 +91,11 @@ t.test('units', async (t) => {
   t.equal(mbPerSecond(2e6, 1000), 2);
   t.equal(mbPerSecond(1e6, 500), 2);
   t.ok(Number.isNaN(mbPerSecond(1, 0)));
-  t.equal(kibToMb(1000), 1.024);
-  t.equal(parseVmRss('Name:\tnode\nVmPeak:\t  999 kB\nVmRSS:\t   51234 kB\nThreads: 7\n'), 51234);
-  t.ok(Number.isNaN(parseVmRss('Name:\tzombie\n')));
+  t.equal(kibToMib(1536), 1.5);
+  const status = 'Name:\tnode\nVmPeak:\t  999 kB\nVmHWM:\t   61234 kB\nVmRSS:\t   51234 kB\n';
+  t.equal(parseStatusKb(status, 'VmRSS'), 51234);
+  t.equal(parseStatusKb(status, 'VmHWM'), 61234);
+  t.ok(Number.isNaN(parseStatusKb('Name:\tzombie\n', 'VmRSS')));
 });
 
 t.test('number, ratio and timestamp formatting', async (t) => {
@@ -186,4 +207,361 @@ t.test('parseOnly', async (t) => {
   t.same(parseOnly(undefined, known), known);
   t.same(parseOnly('list, read', known), ['read', 'list'], 'in the run order');
   t.throws(() => parseOnly('read,nope', known), /unknown scenario\(s\): nope/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The load generator (heads.ts, load.ts, loadgen.ts), wrk (wrk.ts) and /proc memory (proc.ts).
+
+const bytes = (text: string) => Buffer.from(text, 'latin1');
+
+t.test(
+  'HTTP reply heads: end, status, Content-Length in any case, Connection: close',
+  async (t) => {
+    const nginx = bytes(
+      'HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: image/jpeg\r\nContent-Length: 65536\r\n' +
+        'Connection: keep-alive\r\n\r\nBODY',
+    );
+    const end = httpHeadEnd(nginx, 0, nginx.length);
+    t.equal(nginx.toString('latin1', end), 'BODY');
+    t.same(parseHttpHead(nginx, 0, end), { status: 200, length: 65536, close: false });
+    const node = bytes(
+      'HTTP/1.1 404 Not Found\r\ncontent-length:  12\r\nConnection: close\r\n\r\n',
+    );
+    t.same(parseHttpHead(node, 0, node.length), { status: 404, length: 12, close: true });
+    const none = bytes('HTTP/1.0 200 OK\r\nX: y\r\n\r\n');
+    t.same(parseHttpHead(none, 0, none.length), { status: 200, length: -1, close: false });
+    t.equal(parseHttpHead(bytes('SSH-2.0-x\r\n\r\n'), 0, 13), undefined);
+    t.equal(httpHeadEnd(bytes('HTTP/1.1 200 OK\r\n\r'), 0, 18), -1, 'incomplete');
+    const offset = bytes('xxHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n');
+    t.equal(httpHeadEnd(offset, 2, offset.length), offset.length);
+    t.same(parseHttpHead(offset, 2, offset.length), { status: 200, length: 3, close: false });
+  },
+);
+
+t.test('IOE reply heads: OK <size>, OK <size> <sha256>, ERR', async (t) => {
+  const ok = bytes('OK 65536\nbody');
+  t.equal(lineEnd(ok, 0, ok.length), 9);
+  t.same(parseIoeHead(ok, 0, 9), { status: 200, length: 65536, close: false });
+  const hashed = bytes(`OK 5 ${'a'.repeat(64)}\n`);
+  t.same(parseIoeHead(hashed, 0, hashed.length), { status: 200, length: 5, close: false });
+  const err = bytes('ERR NOT_FOUND no such file\n');
+  t.equal(parseIoeHead(err, 0, err.length)?.status, 0);
+  t.equal(parseIoeHead(bytes('OK x\n'), 0, 5), undefined);
+  t.equal(parseIoeHead(bytes('what\n'), 0, 5), undefined);
+  t.equal(lineEnd(bytes('OK 1'), 0, 4), -1);
+});
+
+t.test('requests, client shares and merged results', async (t) => {
+  t.equal(requestFor('ioe', 'small/a b.jpg'), 'READ,small/a b.jpg\n');
+  t.equal(requestFor('raw', 'small/a.jpg'), 'small/a.jpg\n');
+  t.equal(
+    requestFor('http', 'small/a b.jpg', '/media/', '127.0.0.1:8080'),
+    'GET /media/small/a%20b.jpg HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n',
+  );
+  t.same(dealClients(5, 2), [
+    [0, 3],
+    [3, 2],
+  ]);
+  t.same(dealClients(1, 3), [[0, 1]], 'no empty worker');
+  const worker = (latencies: number[], startedAt: number, endedAt: number) => ({
+    completed: latencies.length,
+    errors: 1,
+    notes: ['x'],
+    latencies: Float64Array.from(latencies),
+    startedAt,
+    endedAt,
+    connectMs: 5,
+    firstMaxMs: startedAt / 100,
+    reconnects: 0,
+  });
+  const count = mergeResults([worker([1, 2, 3], 1000, 1500), worker([4], 1100, 2000)]);
+  t.equal(count.completed, 4);
+  t.equal(count.errors, 2);
+  t.equal(count.seconds, 1, 'first request to last reply');
+  t.equal(count.opsPerSecond, 4);
+  t.equal(count.p50Ms, 2.5);
+  t.equal(count.maxMs, 4);
+  t.same(count.notes, ['x']);
+  t.equal(count.firstMaxMs, 11, 'the slowest first reply of any worker');
+  const timed = mergeResults([worker([1, 2], 0, 0), worker([3, 4], 0, 0)], 2000);
+  t.equal(timed.opsPerSecond, 2, 'completed / duration');
+});
+
+const WRK_TEXT = `Running 5s test @ http://127.0.0.1:41505/
+  2 threads and 200 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.80ms    3.32ms  70.78ms   94.47%
+    Req/Sec    17.86k     2.57k   29.17k    91.00%
+  Latency Distribution
+     50%    5.48ms
+     75%    5.83ms
+     90%    6.25ms
+     99%   22.82ms
+  178442 requests in 5.05s, 10.93GB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  35331.80
+Transfer/sec:      2.16GB
+`;
+
+t.test("wrk's output: the rotate script's JSON line, else its text", async (t) => {
+  t.equal(parseWrkTime('5.48ms'), 5.48);
+  t.equal(parseWrkTime('731.21us'), 0.73121);
+  t.equal(parseWrkTime('1.50s'), 1500);
+  t.ok(Number.isNaN(parseWrkTime('fast')));
+  const text = parseWrkOutput(WRK_TEXT);
+  t.equal(text.requestsPerSecond, 35331.8);
+  t.equal(text.requests, 178442);
+  t.equal(text.seconds, 5.05);
+  t.equal(text.p50Ms, 5.48);
+  t.equal(text.p99Ms, 22.82);
+  t.equal(text.maxMs, 70.78);
+  t.equal(text.errors, 7);
+  t.equal(text.statusErrors, 4);
+  const json = parseWrkOutput(
+    WRK_TEXT +
+      'WRK_JSON {"requests":1000,"duration_us":2000000,"bytes":1,"connect":0,"read":1,' +
+      '"write":0,"status":2,"timeout":0,"p50_us":1500,"p99_us":9000,"max_us":12000}\n',
+  );
+  t.same(json, {
+    requests: 1000,
+    seconds: 2,
+    requestsPerSecond: 500,
+    errors: 3,
+    statusErrors: 2,
+    p50Ms: 1.5,
+    p99Ms: 9,
+    maxMs: 12,
+  });
+  t.throws(() => parseWrkOutput('unable to connect'), /no Requests\/sec/);
+  const lua = rotateScript(['/small/a.jpg', '/media/x"y.jpg'], 2);
+  t.match(lua, /"\/small\/a\.jpg",\n {2}"\/media\/x\\"y\.jpg"/);
+  t.match(lua, /local threads = 2/);
+  t.match(lua, /WRK_JSON/);
+});
+
+t.test('the server lines: TCP port, then the HTTP door', async (t) => {
+  t.same(parseListening('listening on 127.0.0.1:4000\n', false), { port: 4000 });
+  t.equal(parseListening('listening on 127.0.0.1:40', false), undefined, 'line not complete');
+  t.equal(parseListening('listening on 127.0.0.1:4000\n', true), undefined, 'web line missing');
+  t.same(parseListening('listening on 127.0.0.1:4000\nweb on http://127.0.0.1:4001/\n', true), {
+    port: 4000,
+    httpPort: 4001,
+  });
+  t.same(parseListening('listening on ::1:4000\nweb on http://[::1]:4001/\n', true), {
+    port: 4000,
+    httpPort: 4001,
+  });
+  t.throws(
+    () =>
+      parseListening('listening on 127.0.0.1:4000\nweb off: port taken; use --http-port\n', true),
+    /HTTP door is off/,
+  );
+  t.throws(
+    () => parseListening('listening on 127.0.0.1:4000\nweb on https://127.0.0.1:4001/\n', true),
+    /TLS/,
+  );
+});
+
+t.test(
+  "memory from /proc: VmRSS and VmHWM of a process tree, and clear_refs's reset",
+  async (t) => {
+    // A child that touches 64 MiB, frees it and waits, with a grandchild of its own.
+    const script = `
+    const { spawn } = require('node:child_process');
+    spawn('sleep', ['30'], { stdio: 'ignore' });
+    let ballast = Buffer.alloc(64 * 1024 * 1024, 1);
+    ballast = undefined;
+    globalThis.gc();
+    setTimeout(() => process.stdout.write('ready\\n'), 100);
+    setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--expose-gc', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    t.teardown(() => {
+      for (const pid of processTree(child.pid!).reverse()) process.kill(pid, 'SIGKILL');
+    });
+    await new Promise((resolve) => child.stdout.once('data', resolve));
+    const tree = processTree(child.pid!);
+    t.equal(tree.length, 2, 'the child and its grandchild');
+    t.equal(tree[0], child.pid);
+    const before = memoryOf(child.pid!);
+    t.equal(before.processes, 2);
+    t.ok(before.rssMib > 10, `RSS ${before.rssMib} MiB`);
+    t.ok(before.hwmMib > before.rssMib + 50, `the 64 MiB peak stays in VmHWM: ${before.hwmMib}`);
+    t.ok(resetPeak(child.pid!), 'clear_refs 5 is writable');
+    const after = memoryOf(child.pid!);
+    t.ok(after.hwmMib < before.rssMib + 8, `VmHWM reset to about RSS: ${after.hwmMib}`);
+    t.ok(Number.isNaN(memoryOf(2 ** 22 + 12345).rssMib), 'a missing process is NaN');
+  },
+);
+
+/** A tiny HTTP server: /f/<i>.jpg is `size` bytes; /missing.jpg is a 404; /close.jpg closes. */
+async function tinyHttp(size: number): Promise<{ port: number; close: () => Promise<void> }> {
+  const body = Buffer.alloc(size, 7);
+  const server = createHttpServer((req, res) => {
+    if (req.url === '/f/missing.jpg') res.writeHead(404, { 'Content-Length': 0 }).end();
+    else if (req.url === '/f/close.jpg')
+      res.writeHead(200, { 'Content-Length': size, Connection: 'close' }).end(body);
+    else res.writeHead(200, { 'Content-Length': size }).end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * A tiny IOE-like TCP server: `READ,name` → `OK size` and the bytes (ERR for missing.jpg); a
+ * bare `name` line → the bytes alone, as raw-node's named mode.
+ */
+async function tinyIoe(size: number): Promise<{ port: number; close: () => Promise<void> }> {
+  const body = Buffer.alloc(size, 7);
+  const sockets = new Set<import('node:net').Socket>();
+  const server = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy()); // the generator resets its sockets at the end
+    let pending = '';
+    socket.on('data', (chunk) => {
+      pending += chunk.toString('latin1');
+      let at: number;
+      while ((at = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, at);
+        pending = pending.slice(at + 1);
+        if (!line.startsWith('READ,')) socket.write(body);
+        else if (line.endsWith('missing.jpg')) socket.write('ERR NOT_FOUND no such file\n');
+        else {
+          // The head split mid-number, a moment apart: the generator must gather it.
+          const head = `OK ${size}\n`;
+          socket.write(head.slice(0, 4));
+          setTimeout(() => socket.write(Buffer.concat([Buffer.from(head.slice(4)), body])), 2);
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+const BENCH_JS = fileURLToPath(new URL('../../dist/scripts/bench.js', import.meta.url));
+
+const tinyNames = (n: number) => Array.from({ length: n }, (_, i) => `f/${i}.jpg`);
+
+t.test('the load generator against a tiny HTTP server: count and duration modes', async (t) => {
+  const server = await tinyHttp(5000);
+  t.teardown(server.close);
+  const common = {
+    port: server.port,
+    host: '127.0.0.1',
+    kind: 'http' as const,
+    clients: 4,
+    perClient: 5,
+    size: 5000,
+    workers: 2,
+    timeoutMs: 10_000,
+  };
+  const counted = await runLoad({ ...common, names: tinyNames(20) });
+  t.equal(counted.completed, 20, 'each client sends its requests once');
+  t.equal(counted.errors, 0);
+  t.ok(counted.opsPerSecond > 0 && counted.p99Ms >= counted.p50Ms);
+  const timed = await runLoad({ ...common, names: tinyNames(20), durationMs: 300 });
+  t.ok(timed.completed > 20, `cycles for the duration: ${timed.completed}`);
+  t.equal(timed.errors, 0);
+  t.equal(timed.seconds, 0.3);
+  const names = tinyNames(20);
+  names[3] = 'f/missing.jpg';
+  names[7] = 'f/close.jpg';
+  const bad = await runLoad({ ...common, names });
+  t.equal(bad.errors, 2, 'a 404 and a reply that closes are errors');
+  t.equal(bad.completed, 18, 'and the rest goes on');
+  t.ok(bad.reconnects >= 1, 'a new connection after Connection: close');
+  t.match(bad.notes.join(' '), /404/);
+});
+
+t.test('the load generator speaks IOE (head split across reads) and raw-node', async (t) => {
+  const server = await tinyIoe(3000);
+  t.teardown(server.close);
+  const names = tinyNames(12);
+  names[5] = 'f/missing.jpg';
+  const base = { port: server.port, host: '127.0.0.1', clients: 3, perClient: 4, workers: 1 };
+  const ioe = await runLoad({ ...base, kind: 'ioe', names, size: 3000, timeoutMs: 10_000 });
+  t.equal(ioe.completed, 11);
+  t.equal(ioe.errors, 1, 'ERR is an error');
+  t.match(ioe.notes.join(' '), /ERR NOT_FOUND/);
+  const wrongSize = await runLoad({
+    ...base,
+    kind: 'ioe',
+    names: tinyNames(12),
+    size: 2999,
+    timeoutMs: 10_000,
+  });
+  t.equal(wrongSize.errors, 12, 'a reply of another size is an error');
+  const raw = await runLoad({
+    ...base,
+    kind: 'raw',
+    names: tinyNames(12),
+    size: 3000,
+    durationMs: 200,
+    timeoutMs: 10_000,
+  });
+  t.ok(raw.completed > 12, `raw-node's named mode: ${raw.completed} replies`);
+  t.equal(raw.errors, 0);
+});
+
+const WRK = findExecutable('wrk');
+
+t.test(
+  'wrk against a tiny HTTP server',
+  { skip: WRK ? false : 'wrk is not installed' },
+  async (t) => {
+    const wrk = WRK!;
+    const server = await tinyHttp(1000);
+    t.teardown(server.close);
+    const dir = await mkdtemp(join(tmpdir(), 'ioe-wrk-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const result = await runWrk({
+      wrk,
+      port: server.port,
+      host: '127.0.0.1',
+      names: tinyNames(10),
+      prefix: '/',
+      connections: 4,
+      threads: 2,
+      seconds: 1,
+      scriptPath: join(dir, 'rotate.lua'),
+    });
+    t.ok(result.requests > 10, `wrk made ${result.requests} requests`);
+    t.equal(result.errors, 0);
+    t.match(result.command, /-t2 -c4 -d1s .*-s .*rotate\.lua http:\/\/127\.0\.0\.1:\d+\//);
+  },
+);
+
+t.test('smoke: `bench --quick --only http-small` against the IOE HTTP door', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ioe-bench-smoke-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const args = ['--quick', '--only', 'http-small', '--rounds', '1', '--no-nginx', '--no-wrk'];
+  const child = spawn(process.execPath, [BENCH_JS, ...args, '--dir', dir, '--out', dir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (out += text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (err += text));
+  const code = await new Promise((resolve) => child.once('close', resolve));
+  t.equal(code, 0, err.slice(-2000));
+  t.match(out, /^http-small\s+ops\/s\s+ioe\s+\d+/m, 'a measured ops/s row for the HTTP door');
+  t.match(out, /^\s+errors\s+ioe\s+0\s+0–0\s+1$/m, 'no errors');
+  t.match(out, /peak RSS MiB \(VmHWM\)\s+ioe\s+\d/);
+  t.match(out, /wrk: skipped \(--no-wrk\)/);
 });
