@@ -21,6 +21,8 @@ export interface FileRangeOptions {
   buffers?: { take(size: number): Buffer };
   /** Which reads may run in place; without it every read goes to the thread pool. */
   policy?: ReadPolicy;
+  /** Free bytes to keep before the first chunk in its memory (see StreamOptions). */
+  headroom?: number;
 }
 
 export class FileRangeStream extends Readable {
@@ -30,11 +32,17 @@ export class FileRangeStream extends Readable {
   private left: number;
   private readonly buffers?: { take(size: number): Buffer };
   private readonly policy?: ReadPolicy;
+  /** Bytes kept free before the first chunk, in its memory; then 0 for the others. */
+  readonly headroom?: number;
+  private room: number;
   /** A read is in flight: the descriptor must outlive it (its number could be reused). */
   private reading = false;
   private closeWhenRead?: () => void;
 
-  constructor(fd: number, { offset, length, chunkBytes, buffers, policy }: FileRangeOptions) {
+  constructor(
+    fd: number,
+    { offset, length, chunkBytes, buffers, policy, headroom }: FileRangeOptions,
+  ) {
     // No read-ahead beyond the chunk being read: memory follows the consumer, not the file.
     super({ highWaterMark: 0 });
     this.fd = fd;
@@ -43,6 +51,8 @@ export class FileRangeStream extends Readable {
     this.left = length;
     this.buffers = buffers;
     this.policy = policy;
+    this.headroom = headroom;
+    this.room = headroom ?? 0;
   }
 
   override _read(): void {
@@ -52,7 +62,10 @@ export class FileRangeStream extends Readable {
     }
     const want = Math.max(1, Math.min(this.chunkBytes(), this.left));
     // Not from Node's shared pool: a chunk may wait in a socket buffer for a long time.
-    const buffer = this.buffers?.take(want) ?? Buffer.allocUnsafeSlow(want);
+    const room = this.room;
+    this.room = 0;
+    const memory = this.buffers?.take(room + want) ?? Buffer.allocUnsafeSlow(room + want);
+    const buffer = room === 0 ? memory : memory.subarray(room);
     const fd = this.fd;
     const policy = this.policy;
     if (policy?.inPlace(want)) {

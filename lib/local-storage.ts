@@ -5,15 +5,7 @@
  * Reads open the file once and check what the open descriptor really is, so a link swapped
  * after the check cannot lead outside the root.
  */
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  lstatSync,
-  openSync,
-  readlinkSync,
-  type BigIntStats,
-} from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readlinkSync, type BigIntStats } from 'node:fs';
 import {
   link,
   lstat,
@@ -39,6 +31,8 @@ import type { CatalogEntry, Storage, StoredFile, Upload, UploadOptions } from '.
 /** Chunk size for a stream read without a pacer (HASH): 1 MiB, large enough for fast reads. */
 export const READ_CHUNK_BYTES = 1024 * 1024;
 const TEMP_PREFIX = '.ioe-upload-';
+const DIRECT_FLAGS =
+  constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
 const TEMP_SUFFIX = '.tmp';
 
 export interface LocalStorageOptions {
@@ -142,6 +136,7 @@ export class LocalStorage implements Storage {
             chunkBytes: options.chunkBytes ?? (() => READ_CHUNK_BYTES),
             buffers: options.buffers,
             policy: this.readPolicy,
+            headroom: options.headroom,
           });
         },
         close: async () => {
@@ -156,26 +151,18 @@ export class LocalStorage implements Storage {
   }
 
   /**
-   * Opens a plain file on this thread: an lstat, then an open that refuses a final symlink.
-   * On cached metadata these are microseconds each, where a hop to libuv's thread pool for
-   * each cost more than the syscall (a small READ used to make seven). Returns undefined when
-   * the name ends in a symlink, which openThroughLink resolves the careful way.
+   * Opens a plain file on this thread: an open that refuses a final symlink, then (in `open`)
+   * fstat and the descriptor's real path. On cached metadata these are microseconds each,
+   * where a hop to libuv's thread pool for each cost more than the syscall (a small READ used
+   * to make seven). O_NONBLOCK: a FIFO with a media name opens at once (and is refused as not a
+   * regular file); O_NOCTTY: a terminal device never becomes ours. Returns undefined when the
+   * name ends in a symlink, which openThroughLink resolves the careful way.
    */
   private openDirect(path: string): number | undefined {
-    let before;
     try {
-      before = lstatSync(path, { throwIfNoEntry: false });
+      return openSync(path, DIRECT_FLAGS);
     } catch (error) {
-      rethrowFault(error);
-      throw notFound();
-    }
-    if (before?.isSymbolicLink()) return undefined;
-    // Refuse what is not a regular file before opening it: opening a device could act on it.
-    if (!before?.isFile()) throw notFound();
-    try {
-      return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    } catch (error) {
-      if (errno(error) === 'ELOOP') return undefined; // became a link meanwhile
+      if (errno(error) === 'ELOOP') return undefined; // a link: the careful path
       rethrowFault(error); // out of descriptors is a fault, not a missing file
       throw notFound();
     }
@@ -194,7 +181,7 @@ export class LocalStorage implements Storage {
     const target = await stat(real).catch(() => undefined);
     if (!target?.isFile()) throw notFound();
     try {
-      return openSync(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      return openSync(real, DIRECT_FLAGS);
     } catch (error) {
       rethrowFault(error);
       throw notFound();

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 export interface ReadPolicyOptions {
   /** Reads up to this many bytes may run in place. */
   maxInPlaceBytes?: number;
-  /** A read in place slower than this means the disk: go to the pool. */
+  /** A read in place slower than this means the disk: go to the pool (default 5 ms). */
   slowMs?: number;
   /** How long reads go to the pool after a slow one. */
   coolDownMs?: number;
@@ -29,7 +29,8 @@ export class ReadPolicy {
 
   constructor({
     maxInPlaceBytes = 128 * 1024,
-    slowMs = 1,
+    // Above a preemption on a busy machine (a few ms), below a disk seek.
+    slowMs = 5,
     coolDownMs = 1000,
     now = () => performance.now(),
   }: ReadPolicyOptions = {}) {

@@ -19,6 +19,12 @@ export interface StreamOptions {
   chunkBytes?: () => number;
   /** Where chunk buffers come from (default: a new buffer each). */
   buffers?: { take(size: number): Buffer };
+  /**
+   * Bytes to leave free just before the first chunk, in the same memory, so that the consumer
+   * can write a header there instead of copying the chunk behind it. A store that does so sets
+   * the stream's `headroom` property to this number; one that does not leaves it undefined.
+   */
+  headroom?: number;
 }
 
 /** A catalog file opened for reading: its size and bytes are those of this one open file. */
@@ -31,6 +37,11 @@ export interface StoredFile {
    * the same size and mtime: the HASH cache's key and the source of HTTP's strong ETag.
    */
   readonly version: string;
+  /**
+   * The SHA-256 (hex) of these bytes when the store kept its upload's receipt (the S3 store
+   * does), so that HASH answers it without reading them; undefined when it must be computed.
+   */
+  readonly sha256?: string;
   /**
    * Streams `length` bytes from `offset`, then closes the file. Call at most once; call
    * `close()` instead when the bytes are not wanted.
@@ -47,11 +58,20 @@ export interface PublishedFile {
   replaced?: boolean;
 }
 
+/** What the upload sink knows of the bytes once they are all in. */
+export interface UploadDigest {
+  /** SHA-256 (hex) of every byte written: a store may keep it as the file's receipt. */
+  sha256: string;
+}
+
 /** An upload in progress: bytes go to a hidden temporary object until `publish`. */
 export interface Upload {
   write(chunks: Buffer[]): Promise<void>;
-  /** Makes the bytes durable and visible under the name; EXISTS if the name was taken meanwhile. */
-  publish(): Promise<PublishedFile>;
+  /**
+   * Makes the bytes durable and visible under the name; EXISTS if the name was taken meanwhile.
+   * `digest` is the sink's hash of the bytes (a store that keeps receipts records it).
+   */
+  publish(digest?: UploadDigest): Promise<PublishedFile>;
   /** Deletes what was written. Safe to call more than once, and after a failed publish. */
   abort(): Promise<void>;
 }

@@ -385,12 +385,13 @@ export class CommandRouter extends Transform {
       pacer: this.pacer,
       budget: this.options.chunkBudget,
       pool,
+      header, // leaves with the first chunk, in one write
     });
     // A file that shrinks makes the download throw: before the header left, the client gets
     // INTERNAL; mid-send, fewer bytes than announced would break the framing (it closes).
-    const sent = await this.forward(chunks, { header, pool });
+    const sent = await this.forward(chunks, { payload: true, pool });
     this.sendingPayload = false;
-    return sent;
+    return sent - header.length;
   }
 
   /** Resolves when the readable side wants more, rejects if the router is destroyed. */
@@ -401,29 +402,22 @@ export class CommandRouter extends Transform {
 
   /**
    * Hands a branch's output on, with backpressure; returns the bytes taken from `source`.
-   * - `header` (a READ's `OK <n>`) leaves in one write with the first chunk (a small copy: the
-   *   pacer starts small); from then on the payload has begun and an ERR would break the
-   *   framing, so until then a failing source is answered like any other error.
+   * - `payload` (a READ): once its first chunk (which carries the `OK <n>` header) is pushed,
+   *   an ERR would break the framing; until then a failing source is answered like any other
+   *   error.
    * - `pool` learns where each of its chunks ends in the output, to reuse it once sent.
    */
   private async forward(
     source: AsyncIterable<Buffer>,
-    { header, pool }: { header?: Buffer; pool?: ChunkPool } = {},
+    { payload = false, pool }: { payload?: boolean; pool?: ChunkPool } = {},
   ): Promise<number> {
     let sent = 0;
-    let lead = header;
     for await (const chunk of source) {
       sent += chunk.length;
       this.options.onProgress?.();
-      let more: boolean;
-      if (lead) {
-        this.sendingPayload = true;
-        more = this.push(Buffer.concat([lead, chunk])); // a new buffer: not the pool's
-        lead = undefined;
-      } else {
-        more = this.push(chunk);
-        pool?.track(chunk, this.outputBytes);
-      }
+      if (payload) this.sendingPayload = true;
+      const more = this.push(chunk);
+      pool?.track(chunk, this.outputBytes);
       if (!more) await this.demand();
     }
     return sent;

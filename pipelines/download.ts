@@ -2,8 +2,8 @@
  * The READ branch, for both doors: `length` bytes of one open stored file from `offset`, as
  * chunks sized to the reader's pace (ChunkPacer) within every download's shared ChunkBudget,
  * in buffers from the download's ChunkPool. The consumer takes chunks one at a time and hands
- * each on with backpressure before it asks for the next, so the time between two asks is the
- * reader's pace. The bytes all come from the one open file; if it yields fewer than `length`
+ * each on with backpressure before it asks for the next, so the time between two of its asks
+ * is the reader's pace. The bytes all come from the one open file; if it yields fewer than `length`
  * (it shrank), the iteration throws `ShrunkError`, so no door ever sends fewer bytes than it
  * announced.
  */
@@ -21,6 +21,11 @@ export interface DownloadOptions {
   budget?: ChunkBudget;
   /** Where chunk buffers come from (default: a new buffer each). */
   pool?: ChunkPool;
+  /**
+   * Bytes that lead the first chunk (the TCP door's `OK <n>\n`): written into room the store
+   * keeps free before it when it can, copied in front of it otherwise.
+   */
+  header?: Buffer;
 }
 
 export class ShrunkError extends Error {
@@ -63,34 +68,51 @@ export function download(file: StoredFile, options: DownloadOptions): Download {
 
 async function* chunksOf(
   file: StoredFile,
-  { offset, length, pacer, budget, pool }: DownloadOptions,
+  { offset, length, pacer, budget, pool, header }: DownloadOptions,
 ): AsyncGenerator<Buffer, void, undefined> {
   if (length === 0) {
     await file.close();
     return;
   }
-  let asked: { bytes: number; at: number } | undefined;
   const source = file.stream(offset, length, {
-    // Asked before each read, which happens when the consumer takes the chunk before: the time
-    // since the last ask is what the reader took for that chunk, waits for the socket included.
-    chunkBytes: () => {
-      const now = performance.now();
-      if (asked) pacer.paced(asked.bytes, now - asked.at);
-      asked = { bytes: pacer.size, at: now };
-      return asked.bytes;
-    },
+    chunkBytes: () => pacer.size,
     buffers: pool,
+    headroom: header?.length,
   });
   const leave = budget?.enter();
   let sent = 0;
+  let lead = header;
+  // The generator resumes when the consumer has handed a chunk on and wants the next: the
+  // time since the last resume is what the reader took for that chunk, waits included.
+  let since = performance.now();
   try {
     for await (const chunk of source as AsyncIterable<Buffer>) {
       sent += chunk.length;
-      yield chunk;
+      if (lead) {
+        yield withHeader(lead, chunk, (source as { headroom?: number }).headroom === lead.length);
+        lead = undefined;
+      } else {
+        yield chunk;
+      }
+      const now = performance.now();
+      pacer.paced(chunk.length, now - since);
+      since = now;
     }
     if (sent !== length) throw new ShrunkError(sent, length);
   } finally {
     leave?.();
     source.destroy();
   }
+}
+
+/** The header and the first chunk as one buffer: in place when the store left room for it. */
+function withHeader(header: Buffer, chunk: Buffer, roomBefore: boolean): Buffer {
+  if (!roomBefore) return Buffer.concat([header, chunk]);
+  const whole = Buffer.from(
+    chunk.buffer,
+    chunk.byteOffset - header.length,
+    header.length + chunk.length,
+  );
+  header.copy(whole, 0);
+  return whole;
 }
