@@ -12,7 +12,7 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { ProtocolError } from '../lib/errors.js';
 import { ChunkPacer, type ChunkBudget } from '../lib/chunk-pacer.js';
-import { ChunkPool } from '../lib/chunk-pool.js';
+import type { ChunkPool } from '../lib/chunk-pool.js';
 import { checkName } from '../lib/media-names.js';
 import { okLine, parseRequest, type Request } from '../lib/protocol.js';
 import type { HashCache } from '../lib/hash-cache.js';
@@ -45,10 +45,10 @@ export interface CommandRouterOptions {
   /** Shared by every connection's downloads, to bound the memory their chunks hold. */
   chunkBudget?: ChunkBudget;
   /**
-   * Bytes of this router's output the socket has finished sending. With it, download chunk
-   * buffers are reused once sent (see chunk-pool.ts); without it, each chunk is a new buffer.
+   * The connection's chunk memory: the door frees each chunk from the socket's write callback
+   * (see chunk-pool.ts). Without it, each chunk is a new buffer.
    */
-  outputSent?: () => number;
+  pool?: ChunkPool;
   readOnly?: boolean;
   maxUpload?: number;
   /** Every finished command. */
@@ -102,8 +102,6 @@ export class CommandRouter extends Transform {
   private readonly options: CommandRouterOptions;
   /** Chunk sizes for this connection's downloads, following its reader's pace. */
   private readonly pacer: ChunkPacer;
-  /** Bytes pushed to the output so far: where each chunk ends, for the pool. */
-  private outputBytes = 0;
   /** Who this connection authenticated as (AUTH); undefined is anonymous. */
   private principal?: Principal;
   private authFailures = 0;
@@ -116,14 +114,6 @@ export class CommandRouter extends Transform {
     super({ writableObjectMode: true, readableHighWaterMark: 0 });
     this.options = options;
     this.pacer = new ChunkPacer({ budget: options.chunkBudget });
-  }
-
-  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
-    if (chunk !== null && chunk !== undefined) {
-      this.outputBytes +=
-        typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : (chunk as Buffer).length;
-    }
-    return super.push(chunk, encoding);
   }
 
   /** QUIT: finish what is in flight, then answer SHUTTING_DOWN and close. Idle closes now. */
@@ -378,18 +368,17 @@ export class CommandRouter extends Transform {
       this.push(header);
       return 0;
     }
-    const pool = this.options.outputSent ? new ChunkPool(this.options.outputSent) : undefined;
     const chunks = download(file, {
       offset,
       length: count,
       pacer: this.pacer,
       budget: this.options.chunkBudget,
-      pool,
+      pool: this.options.pool,
       header, // leaves with the first chunk, in one write
     });
     // A file that shrinks makes the download throw: before the header left, the client gets
     // INTERNAL; mid-send, fewer bytes than announced would break the framing (it closes).
-    const sent = await this.forward(chunks, { payload: true, pool });
+    const sent = await this.forward(chunks, { payload: true });
     this.sendingPayload = false;
     return sent - header.length;
   }
@@ -405,20 +394,17 @@ export class CommandRouter extends Transform {
    * - `payload` (a READ): once its first chunk (which carries the `OK <n>` header) is pushed,
    *   an ERR would break the framing; until then a failing source is answered like any other
    *   error.
-   * - `pool` learns where each of its chunks ends in the output, to reuse it once sent.
    */
   private async forward(
     source: AsyncIterable<Buffer>,
-    { payload = false, pool }: { payload?: boolean; pool?: ChunkPool } = {},
+    { payload = false }: { payload?: boolean } = {},
   ): Promise<number> {
     let sent = 0;
     for await (const chunk of source) {
       sent += chunk.length;
       this.options.onProgress?.();
       if (payload) this.sendingPayload = true;
-      const more = this.push(chunk);
-      pool?.track(chunk, this.outputBytes);
-      if (!more) await this.demand();
+      if (!this.push(chunk)) await this.demand();
     }
     return sent;
   }

@@ -5,6 +5,7 @@
  */
 import type { AddressInfo, Socket } from 'node:net';
 import type { ChunkBudget } from '../lib/chunk-pacer.js';
+import type { BufferShelf } from '../lib/chunk-pool.js';
 import type { HashCache } from '../lib/hash-cache.js';
 import type { ConnectionLimiter } from '../lib/limits.js';
 import type { Logger } from '../lib/log.js';
@@ -16,6 +17,8 @@ export interface DoorContext {
   storage: Storage;
   hashes: HashCache;
   chunkBudget: ChunkBudget;
+  /** Chunk memory the downloads of both doors are done with, for the next ones. */
+  shelf: BufferShelf;
   limiter: ConnectionLimiter;
   log: Logger;
   readOnly: boolean;

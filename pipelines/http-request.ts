@@ -131,6 +131,8 @@ export class HttpRequestHandler {
   private readonly context: DoorContext;
   /** Each connection's downloads follow its reader's pace, as on the TCP door. */
   private readonly pacers = new WeakMap<Socket, ChunkPacer>();
+  /** Each connection's chunk memory, on the server's shelf. */
+  private readonly pools = new WeakMap<Socket, ChunkPool>();
 
   constructor(options: HttpRequestOptions) {
     this.options = options;
@@ -395,7 +397,11 @@ export class HttpRequestHandler {
       pacer = new ChunkPacer({ budget: this.context.chunkBudget });
       this.pacers.set(socket, pacer);
     }
-    const pool = new ChunkPool();
+    let pool = this.pools.get(socket);
+    if (!pool) {
+      pool = new ChunkPool(this.context.shelf);
+      this.pools.set(socket, pool);
+    }
     const chunks = download(file, {
       offset,
       length,

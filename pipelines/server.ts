@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { AddressInfo, Socket } from 'node:net';
 import { ChunkBudget } from '../lib/chunk-pacer.js';
+import { BufferShelf } from '../lib/chunk-pool.js';
 import { HashCache } from '../lib/hash-cache.js';
 import { ConnectionLimiter } from '../lib/limits.js';
 import { LocalStorage } from '../lib/local-storage.js';
@@ -94,6 +95,7 @@ export class MediaServer extends EventEmitter {
       hashes: new HashCache(),
       // The memory every download's chunks share, over both doors (see chunk-pacer.ts).
       chunkBudget: new ChunkBudget(),
+      shelf: new BufferShelf(),
       limiter: new ConnectionLimiter(options.maxConnections, options.maxConnectionsPerIp),
       log: options.logger,
       readOnly: options.readOnly,

@@ -9,6 +9,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { cutFailedHandshakes } from '../lib/tls.js';
 import { ProtocolError } from '../lib/errors.js';
 import { IdleTimer } from '../lib/limits.js';
+import { ChunkPool } from '../lib/chunk-pool.js';
 import type { CommandRouter } from './command-router.js';
 import { connectionPipeline } from './connection.js';
 import { linger, type Door, type DoorContext } from './door.js';
@@ -112,14 +113,14 @@ export class TcpDoor implements Door {
       },
     });
     const secure = this.context.tls !== undefined;
+    const pool = new ChunkPool(this.context.shelf);
     const { stream, router } = connectionPipeline({
       access: this.context.access,
       peer: { address: socket.remoteAddress, port: socket.remotePort, secure, door: 'tcp' },
       storage: this.context.storage,
       hashes: this.context.hashes,
       chunkBudget: this.context.chunkBudget,
-      // Everything the socket sends is this pipeline's output (BUSY is answered without one).
-      outputSent: () => socket.bytesWritten - socket.writableLength,
+      pool,
       readOnly: this.context.readOnly,
       maxUpload: this.context.maxUpload,
       onProgress: () => idle.touch(),
@@ -143,8 +144,17 @@ export class TcpDoor implements Door {
         }
       });
     }
-    socket.pipe(stream).pipe(socket);
-    stream.on('end', () => linger(socket));
+    socket.pipe(stream);
+    // The pipeline's output to the socket, as pipe() would, but each chunk's write callback
+    // gives its memory back to the pool: the kernel has the bytes.
+    stream.on('data', (chunk: Buffer) => {
+      if (!socket.write(chunk, (error) => error || pool.free(chunk))) stream.pause();
+    });
+    socket.on('drain', () => stream.resume());
+    stream.on('end', () => {
+      socket.end();
+      linger(socket);
+    });
     stream.on('error', (error) => {
       log.warn({ err: error }, 'connection aborted');
       socket.destroy();

@@ -1,140 +1,64 @@
-/** The chunk pool alone: buffers come back only once the socket has sent them. */
+/** ChunkPool and BufferShelf alone: memory reused only once sent, and only the pool's own. */
 import t from 'tap';
-import { ChunkPool } from '../../lib/chunk-pool.js';
+import { BufferShelf, ChunkPool } from '../../lib/chunk-pool.js';
 
-t.test('a buffer is reused only after the output has been sent past its end', async (t) => {
-  let sent = 0;
-  const pool = new ChunkPool(() => sent);
-  const first = pool.take(1000);
-  t.equal(first.length, 1000);
-  pool.track(first, 1000);
-  const second = pool.take(1000);
-  t.not(second.buffer, first.buffer, 'not while the socket still holds it');
-  pool.track(second, 2000);
-  sent = 999;
-  t.not(pool.take(1000).buffer, first.buffer, 'not one byte early');
-  sent = 1000;
-  const third = pool.take(800);
-  t.equal(third.buffer, first.buffer, 'reused once sent');
-  t.equal(third.length, 800, 'as exactly the size asked');
-  t.not(pool.take(4000).buffer, second.buffer, 'a buffer too small for the size is not used');
+t.test('freed memory is reused for the next chunk of that size, on any pool', async (t) => {
+  const shelf = new BufferShelf();
+  const a = new ChunkPool(shelf);
+  const b = new ChunkPool(shelf);
+  const first = a.take(65536);
+  t.equal(first.length, 65536);
+  a.free(first);
+  t.equal(shelf.size, 65536, 'on the shelf once sent');
+  const again = b.take(65536);
+  t.equal(again.buffer, first.buffer, "another connection's next chunk takes that memory");
+  t.equal(shelf.size, 0);
 });
 
-t.test('free buffers kept are bounded', async (t) => {
-  let sent = 0;
-  const pool = new ChunkPool(() => sent, 2);
-  const chunks = Array.from({ length: 5 }, (_, i) => {
-    const chunk = pool.take(100);
-    pool.track(chunk, (i + 1) * 100);
-    return chunk;
-  });
-  sent = 500;
-  const reused = new Set(
-    Array.from({ length: 5 }, () => pool.take(100).buffer).filter((memory) =>
-      chunks.some((chunk) => chunk.buffer === memory),
-    ),
-  );
-  t.equal(reused.size, 2, 'only `keep` buffers come back');
-});
-
-t.test('a socket that sent more than the output holds: reuse stops for good', async (t) => {
-  let sent = 0;
-  const pool = new ChunkPool(() => sent);
-  const first = pool.take(100);
-  sent = 150; // someone else wrote to the socket
-  pool.track(first, 100);
-  sent = 10_000;
-  const next = pool.take(100);
-  t.not(next.buffer, first.buffer, 'the count cannot be trusted: nothing is reused');
-  pool.track(next, 200);
-  t.not(pool.take(100).buffer, next.buffer);
-});
-
-t.test('release(): no buffer is kept for the next download', async (t) => {
-  let sent = 0;
-  const pool = new ChunkPool(() => sent);
-  const first = pool.take(100);
-  pool.track(first, 100);
-  sent = 100;
-  pool.release();
-  t.not(pool.take(100).buffer, first.buffer, 'a sent buffer is not reused after release');
-  const second = pool.take(100);
-  pool.track(second, 200);
-  pool.release();
-  sent = 200;
-  t.not(pool.take(100).buffer, second.buffer, 'nor one that was still in the socket');
-});
-
-t.test('free(): the buffer is reused by the next take', async (t) => {
-  const pool = new ChunkPool(); // the HTTP door's: no output count
-  const first = pool.take(1000);
-  const second = pool.take(1000);
-  t.not(second.buffer, first.buffer, 'not reused before it is freed');
-  pool.free(first);
-  const third = pool.take(1000);
-  t.equal(third.buffer, first.buffer, 'reused once freed');
-  t.equal(third.length, 1000);
-  t.not(pool.take(1000).buffer, first.buffer, 'and handed out once, not twice');
-  pool.free(second);
-  const smaller = pool.take(10);
-  t.equal(smaller.buffer, second.buffer, 'a freed buffer serves a smaller size');
-  t.equal(smaller.length, 10, 'as exactly the size asked');
-  t.equal(smaller.byteOffset, 0);
-  pool.free(smaller);
-  const larger = pool.take(2000);
-  t.not(larger.buffer, second.buffer, 'a buffer too small for the size is not used');
-  t.equal(larger.length, 2000);
-  t.equal(pool.take(500).buffer, second.buffer, 'it stays spare for a size it fits');
-});
-
-t.test('free(): a buffer the pool did not lend is never taken back', async (t) => {
+t.test('memory is never handed out twice while in use', async (t) => {
   const pool = new ChunkPool();
-  // Buffers from Node's shared pool: their memory holds other, live buffers.
-  const small = Buffer.from('x');
-  const unsafe = Buffer.allocUnsafe(100);
-  const neighbour = Buffer.allocUnsafe(100);
-  t.ok(unsafe.buffer.byteLength > unsafe.length, 'allocUnsafe memory is a slice of a larger pool');
-  const slice = neighbour.subarray(10, 20);
-  pool.free(small);
-  pool.free(unsafe);
-  pool.free(slice);
-  // Buffers with memory of their own, but not this pool's.
-  const own = Buffer.allocUnsafeSlow(100);
-  const alloc = Buffer.alloc(100);
-  const other = new ChunkPool().take(100);
-  pool.free(own);
-  pool.free(alloc);
-  pool.free(other);
-  const foreign = new Set<ArrayBufferLike>(
-    [small, unsafe, neighbour, slice, own, alloc, other].map((b) => b.buffer),
-  );
-  for (let i = 0; i < 8; i++) {
-    const taken = pool.take(1 + i * 10);
-    if (foreign.has(taken.buffer)) t.fail(`take ${i} handed out memory it never lent`);
-  }
-  t.pass('none of them came back');
+  const one = pool.take(4096);
+  const two = pool.take(4096);
+  t.not(one.buffer, two.buffer, 'two chunks in flight: two memories');
+  pool.free(one);
+  pool.free(one); // a second callback for the same chunk must not shelve it twice
+  const three = pool.take(4096);
+  const four = pool.take(4096);
+  t.equal(three.buffer, one.buffer, 'the freed one comes back');
+  t.not(four.buffer, one.buffer, 'once');
 });
 
-t.test('free(): at most `keep` spares are kept', async (t) => {
-  const pool = new ChunkPool(undefined, 2);
-  const lent = Array.from({ length: 5 }, () => pool.take(100));
-  for (const chunk of lent) pool.free(chunk);
-  const memories = lent.map((chunk) => chunk.buffer);
-  const again = Array.from({ length: 5 }, () => pool.take(100));
-  const reused = again.filter((chunk) => memories.includes(chunk.buffer));
-  t.equal(reused.length, 2, 'only `keep` buffers come back');
-  t.equal(new Set(reused.map((chunk) => chunk.buffer)).size, 2, 'each once');
-
-  const none = new ChunkPool(undefined, 0);
-  const chunk = none.take(100);
-  none.free(chunk);
-  t.not(none.take(100).buffer, chunk.buffer, 'keep 0: nothing is kept');
+t.test('memory the pool did not lend never comes back', async (t) => {
+  const shelf = new BufferShelf();
+  const pool = new ChunkPool(shelf);
+  pool.free(Buffer.from('a reply line from Node shared pool'));
+  pool.free(Buffer.allocUnsafeSlow(65536)); // a store's own buffer
+  pool.free(new ChunkPool().take(65536)); // another shelf's
+  t.equal(shelf.size, 0, 'nothing shelved');
 });
 
-t.test('free() and release(): nothing is kept after release', async (t) => {
-  const pool = new ChunkPool();
-  const chunk = pool.take(100);
-  pool.free(chunk);
-  pool.release();
-  t.not(pool.take(100).buffer, chunk.buffer);
+t.test(
+  'a view of lent memory (a header written in front of a chunk) frees that memory',
+  async (t) => {
+    const shelf = new BufferShelf();
+    const pool = new ChunkPool(shelf);
+    const memory = pool.take(65536 + 16);
+    const chunk = memory.subarray(16);
+    const whole = Buffer.from(chunk.buffer, chunk.byteOffset - 16, chunk.length + 16);
+    pool.free(whole);
+    t.equal(shelf.size, memory.buffer.byteLength);
+  },
+);
+
+t.test('sizes share a shelf by whole pages; the shelf has a cap', async (t) => {
+  const shelf = new BufferShelf(3 * 8192);
+  const pool = new ChunkPool(shelf);
+  const odd = pool.take(5000);
+  t.equal(odd.length, 5000, 'exactly the size asked');
+  t.equal(odd.buffer.byteLength, 8192, 'on memory of whole pages');
+  pool.free(odd);
+  t.equal(pool.take(8000).buffer, odd.buffer, 'a size in the same pages takes it');
+  const chunks = [pool.take(8192), pool.take(8192), pool.take(8192), pool.take(8192)];
+  for (const chunk of chunks) pool.free(chunk);
+  t.equal(shelf.size, 3 * 8192, 'past the cap, memory is let go');
 });
