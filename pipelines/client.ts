@@ -3,6 +3,12 @@
  * sent in order (a WRITE's payload goes out whole before the next command line) and replies
  * are matched to them in order.
  *
+ * Access (access.md): `tls` connects with TLS (ALPN `ioe`), verifying the server's certificate
+ * against the system's CAs, a given `ca` (host names checked as usual), or a pinned SHA-256
+ * `fingerprint` (exactly that certificate, self-signed or not; with `ca` too, both must hold).
+ * The certificate is checked before a single byte of ours is sent, and a failed check never
+ * falls back to plain TCP. `user` sends `AUTH,<user>,<password>` before `connect` resolves.
+ *
  * Replies arrive through the same binary-safe frame splitter the server uses: READ payloads
  * share the socket with reply lines, so a text splitter (split2) would corrupt them. The
  * splitter's `payloadLength` hook is where replies are decoded, in arrival order.
@@ -10,6 +16,11 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { once } from 'node:events';
+import {
+  connect as tlsConnect,
+  type ConnectionOptions as TlsConnectionOptions,
+  type TLSSocket,
+} from 'node:tls';
 import { isErrorCode, ProtocolError } from '../lib/errors.js';
 import { parseMediaType, type MediaType } from '../lib/media-names.js';
 import type { CatalogEntry } from '../lib/storage.js';
@@ -18,9 +29,44 @@ import { frameSplitter, type Frame } from './frame-splitter.js';
 export { ProtocolError } from '../lib/errors.js';
 export type { CatalogEntry } from '../lib/storage.js';
 
+/** How to check the server's certificate (`connect({ tls })`). */
+export interface TlsClientOptions {
+  /** PEM certificate(s) to trust instead of the system's CAs; host names are still checked. */
+  ca?: string | Buffer;
+  /**
+   * The SHA-256 fingerprint of the server's certificate (hex in any case, colons optional, as
+   * `ioe-server` prints it): only that certificate is accepted, with no CA or name check
+   * unless `ca` is given too.
+   */
+  fingerprint?: string;
+  /** The name the certificate must carry (SNI); default `host` when it is not an IP address. */
+  servername?: string;
+}
+
 export interface ConnectOptions {
   host?: string;
   port?: number;
+  /** An account: `connect` authenticates (AUTH) before it resolves. Needs `password`. */
+  user?: string;
+  password?: string;
+  /** TLS: `true` checks the certificate against the system's CAs. */
+  tls?: boolean | TlsClientOptions;
+}
+
+/** The server's certificate is not the pinned one; nothing was sent on the connection. */
+export class FingerprintMismatchError extends Error {
+  readonly code = 'ERR_IOE_FINGERPRINT_MISMATCH';
+
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(
+      `the server's TLS certificate is not the pinned one: expected sha256 ${expected}, ` +
+        `the server presented sha256 ${actual}; disconnected before sending anything`,
+    );
+    this.name = 'FingerprintMismatchError';
+  }
 }
 
 export interface ReadOptions {
@@ -111,10 +157,62 @@ export class IoeClient {
   }
 
   static async connect(options: ConnectOptions = {}): Promise<IoeClient> {
-    const socket = netConnect({ host: options.host ?? '127.0.0.1', port: options.port ?? 10000 });
-    socket.setNoDelay(true);
-    await once(socket, 'connect');
-    return new IoeClient(socket);
+    const credentials = checkCredentials(options);
+    const host = options.host ?? '127.0.0.1';
+    const port = options.port ?? 10000;
+    const socket = options.tls
+      ? await connectTls(host, port, options.tls === true ? {} : options.tls)
+      : await connectPlain(host, port);
+    const client = new IoeClient(socket);
+    if (credentials) {
+      try {
+        await client.auth(credentials.user, credentials.password);
+      } catch (error) {
+        client.destroy();
+        throw error;
+      }
+    }
+    return client;
+  }
+
+  /**
+   * AUTH: switches the connection to the account; resolves with its name. Rejects with the
+   * server's refusal (AUTH_FAILED, RATE_LIMITED, TLS_REQUIRED…) and keeps the account it had.
+   */
+  auth(user: string, password: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const problem = credentialProblem(user, password);
+      if (problem) {
+        reject(new TypeError(problem));
+        return;
+      }
+      this.request(`AUTH,${user},${password}`, {
+        line: (text) => {
+          const [verb, name] = okFields(text);
+          if (verb !== 'AUTH' || name === undefined) throw new Error(`unexpected reply: ${text}`);
+          resolve(name);
+          return { done: true };
+        },
+        fail: reject,
+      });
+    });
+  }
+
+  /** WHOAMI: the account this connection holds, or `anonymous`. */
+  whoami(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.request('WHOAMI', {
+        line: (text) => {
+          const [verb, name] = okFields(text);
+          if (verb !== 'WHOAMI' || name === undefined) {
+            throw new Error(`unexpected reply: ${text}`);
+          }
+          resolve(name);
+          return { done: true };
+        },
+        fail: reject,
+      });
+    });
   }
 
   /** The catalog, optionally of one type. */
@@ -336,4 +434,87 @@ export class IoeClient {
 
 export function connect(options: ConnectOptions = {}): Promise<IoeClient> {
   return IoeClient.connect(options);
+}
+
+/** What is wrong with a name and password for AUTH, or undefined. */
+function credentialProblem(user: string, password: string): string | undefined {
+  if (user === '' || [...user].some((char) => char === ',' || char < ' ' || char === '\x7f')) {
+    return 'the account name must be non-empty, without commas or control characters';
+  }
+  // A line break would end the AUTH line and send the rest as a command.
+  if (/[\r\n]/.test(password)) return 'the password cannot hold a line break';
+  return undefined;
+}
+
+/** The credentials to send on connect, or undefined; throws before connecting if unusable. */
+function checkCredentials(options: ConnectOptions): { user: string; password: string } | undefined {
+  const { user, password } = options;
+  if (user === undefined) {
+    if (password !== undefined) throw new TypeError('a password needs a user');
+    return undefined;
+  }
+  if (password === undefined) throw new TypeError(`no password for the account ${user}`);
+  const problem = credentialProblem(user, password);
+  if (problem) throw new TypeError(problem);
+  return { user, password };
+}
+
+async function connectPlain(host: string, port: number): Promise<Socket> {
+  const socket = netConnect({ host, port });
+  socket.setNoDelay(true);
+  await once(socket, 'connect');
+  return socket;
+}
+
+/**
+ * A TLS connection whose certificate has been checked, before anything is written on it: by
+ * OpenSSL against `ca` (or the system's CAs) and the host name, and/or against the pinned
+ * fingerprint. A failed check destroys the socket and rejects.
+ */
+async function connectTls(
+  host: string,
+  port: number,
+  options: TlsClientOptions,
+): Promise<TLSSocket> {
+  // Loaded here: lib/tls.ts brings the certificate maker, which a plain connection never needs.
+  const { fingerprintOfDer, parseFingerprint, TCP_ALPN } = await import('../lib/tls.js');
+  const pinned =
+    options.fingerprint === undefined ? undefined : parseFingerprint(options.fingerprint);
+  if (options.fingerprint !== undefined && pinned === undefined) {
+    throw new TypeError(
+      'the fingerprint must be the SHA-256 of the server certificate: 64 hex digits, colons optional',
+    );
+  }
+  const settings: TlsConnectionOptions = {
+    host,
+    port,
+    ALPNProtocols: [TCP_ALPN],
+    servername: options.servername,
+    ca: options.ca,
+  };
+  if (pinned !== undefined && options.ca === undefined) {
+    // The pin is the whole check: a self-signed certificate, any name. Compared below, once
+    // the handshake is done and before the socket is handed out for writing.
+    settings.rejectUnauthorized = false;
+    settings.checkServerIdentity = () => undefined;
+  }
+  const socket = tlsConnect(settings);
+  socket.setNoDelay(true);
+  try {
+    await once(socket, 'secureConnect');
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  if (pinned !== undefined) {
+    const certificate = socket.getPeerX509Certificate();
+    const actual = certificate
+      ? certificate.fingerprint256
+      : fingerprintOfDer(socket.getPeerCertificate().raw ?? Buffer.alloc(0));
+    if (actual !== pinned) {
+      socket.destroy();
+      throw new FingerprintMismatchError(pinned, actual);
+    }
+  }
+  return socket;
 }

@@ -1,23 +1,45 @@
 #!/usr/bin/env node
 /**
  * ioe: the command-line client. list, get (resumable, verified by SHA-256), put (verified
- * against the server's receipt), hash. Progress bars on a terminal only, on stderr.
+ * against the server's receipt), hash, whoami. Progress bars on a terminal only, on stderr.
+ *
+ * Access (access.md): `--user NAME` (or IOE_USER) authenticates first. The password comes from
+ * the first line of stdin with `--password-stdin`; else from IOE_PASSWORD; else from a prompt
+ * on the terminal, not echoed. It is never an argument, and stdin is never read unless asked:
+ * a script whose stdin is something else (`while read f; do ioe put "$f"; done < list`) must
+ * not have a line taken as a password. With none of the three, it fails at once, saying so.
+ * `--tls` connects with TLS; `--ca FILE` (IOE_CA) trusts that PEM, `--fingerprint SHA256`
+ * (IOE_FINGERPRINT) pins the certificate; either implies `--tls`.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { open, rename, stat, unlink } from 'node:fs/promises';
+import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { connect, ProtocolError, type IoeClient } from '../pipelines/client.js';
+import {
+  connect,
+  FingerprintMismatchError,
+  ProtocolError,
+  type ConnectOptions,
+  type IoeClient,
+} from '../pipelines/client.js';
 import { parseMediaType, type MediaType } from '../lib/media-names.js';
 
 interface GlobalOptions {
   host: string;
   port: number;
+  user?: string;
+  passwordStdin?: boolean;
+  tls?: boolean;
+  ca?: string;
+  fingerprint?: string;
 }
+
+/** Ctrl-C or Ctrl-D at the password prompt: exit 130, as for an interrupt. */
+class Cancelled extends Error {}
 
 function port(value: string): number {
   const parsed = Number(value);
@@ -25,6 +47,134 @@ function port(value: string): number {
     throw new InvalidArgumentError('must be a port number from 1 to 65535');
   }
   return parsed;
+}
+
+function usesTls(options: GlobalOptions): boolean {
+  return Boolean(options.tls || options.ca !== undefined || options.fingerprint !== undefined);
+}
+
+/**
+ * A line typed on the terminal in raw mode, nothing echoed: Enter ends it, Backspace erases,
+ * Ctrl-U clears, Ctrl-C (or Ctrl-D on an empty line) cancels.
+ */
+function promptHidden(prompt: string): Promise<string> {
+  const input = process.stdin;
+  return new Promise((resolve, reject) => {
+    let line = '';
+    const finish = (cancelled: boolean): void => {
+      input.off('data', onData);
+      input.off('end', onEnd);
+      input.setRawMode(false);
+      input.pause();
+      process.stderr.write('\n');
+      if (cancelled) reject(new Cancelled('cancelled'));
+      else resolve(line);
+    };
+    const onData = (chunk: string): void => {
+      for (const char of chunk) {
+        if (char === '\r' || char === '\n') return finish(false);
+        if (char === '\u0003' || (char === '\u0004' && line === '')) return finish(true);
+        if (char === '\u007f' || char === '\b') line = [...line].slice(0, -1).join('');
+        else if (char === '\u0015') line = '';
+        else if (char >= ' ') line += char;
+      }
+    };
+    const onEnd = (): void => finish(true);
+    // No echo before the prompt shows: what is typed as soon as it does must not appear.
+    input.setRawMode(true);
+    process.stderr.write(prompt);
+    input.setEncoding('utf8');
+    input.on('data', onData);
+    input.once('end', onEnd);
+    input.resume();
+  });
+}
+
+/** The first line of stdin (without `\n` or `\r\n`), or undefined when stdin is empty. */
+function readStdinLine(): Promise<string | undefined> {
+  const input = process.stdin;
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const finish = (line: string | undefined): void => {
+      input.off('data', onData);
+      input.off('end', onEnd);
+      input.off('error', reject);
+      input.pause();
+      // A pipe the writer keeps open must not keep this process alive.
+      (input as { unref?: () => void }).unref?.();
+      resolve(line?.replace(/\r$/, ''));
+    };
+    const onData = (chunk: Buffer): void => {
+      const newline = chunk.indexOf(0x0a);
+      if (newline < 0) {
+        chunks.push(chunk);
+        return;
+      }
+      chunks.push(chunk.subarray(0, newline));
+      finish(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onEnd = (): void => {
+      const all = Buffer.concat(chunks);
+      finish(all.length === 0 ? undefined : all.toString('utf8'));
+    };
+    input.on('data', onData);
+    input.once('end', onEnd);
+    input.once('error', reject);
+    input.resume();
+  });
+}
+
+/** The password for `--user`: `--password-stdin`, IOE_PASSWORD, or the terminal. */
+async function password(options: GlobalOptions, user: string): Promise<string> {
+  const fromEnv = process.env.IOE_PASSWORD;
+  let typed: string | undefined;
+  if (options.passwordStdin) {
+    typed = await readStdinLine();
+    if (typed === undefined) throw new Error('--password-stdin: nothing on stdin');
+  } else if (fromEnv) {
+    typed = fromEnv;
+  } else if (process.stdin.isTTY) {
+    typed = await promptHidden(`password for ${user} at ${options.host}:${options.port}: `);
+  } else {
+    throw new Error(
+      `no password for ${user}: set IOE_PASSWORD, pass --password-stdin, or run ioe on a terminal`,
+    );
+  }
+  if (typed === '') throw new Error(`the password for ${user} is empty`);
+  return typed;
+}
+
+/** What `connect` takes, from the global options (reading the CA file, asking the password). */
+async function connectOptions(options: GlobalOptions): Promise<ConnectOptions> {
+  const settings: ConnectOptions = { host: options.host, port: options.port };
+  if (options.passwordStdin && options.user === undefined) {
+    throw new Error('--password-stdin needs --user (or IOE_USER)');
+  }
+  if (usesTls(options)) {
+    if (options.fingerprint !== undefined) {
+      // Loaded only for TLS: lib/tls.ts brings the certificate maker along.
+      const { parseFingerprint } = await import('../lib/tls.js');
+      if (!parseFingerprint(options.fingerprint)) {
+        throw new Error(
+          `--fingerprint ${options.fingerprint}: not a SHA-256 fingerprint (64 hex digits, colons optional)`,
+        );
+      }
+    }
+    let ca: Buffer | undefined;
+    if (options.ca !== undefined) {
+      try {
+        ca = await readFile(options.ca);
+      } catch (error) {
+        throw new Error(`cannot read the CA file ${options.ca}: ${(error as Error).message}`);
+      }
+    }
+    settings.tls = { ca, fingerprint: options.fingerprint };
+  }
+  if (options.user !== undefined) {
+    settings.user = options.user;
+    settings.password = await password(options, options.user);
+  }
+  return settings;
 }
 
 function mediaType(value: string): MediaType {
@@ -89,7 +239,7 @@ async function withClient<T>(
   options: GlobalOptions,
   work: (client: IoeClient) => Promise<T>,
 ): Promise<T> {
-  const client = await connect(options);
+  const client = await connect(await connectOptions(options));
   try {
     return await work(client);
   } finally {
@@ -113,6 +263,23 @@ const program = new Command('ioe')
   .addOption(new Option('--host <host>', 'server address').env('IOE_HOST').default('127.0.0.1'))
   .addOption(
     new Option('--port <port>', 'server port').env('IOE_PORT').argParser(port).default(10000),
+  )
+  .addOption(
+    new Option(
+      '--user <name>',
+      'authenticate as this account; the password comes from IOE_PASSWORD, --password-stdin or a prompt',
+    ).env('IOE_USER'),
+  )
+  .option('--password-stdin', 'with --user: read the password from the first line of stdin')
+  .option('--tls', "connect with TLS, checking the server's certificate against the system's CAs")
+  .addOption(
+    new Option('--ca <file>', 'TLS, trusting the certificate(s) in this PEM file').env('IOE_CA'),
+  )
+  .addOption(
+    new Option(
+      '--fingerprint <sha256>',
+      'TLS, accepting only the certificate with this SHA-256 fingerprint (as ioe-server prints it)',
+    ).env('IOE_FINGERPRINT'),
   )
   .showHelpAfterError();
 
@@ -214,17 +381,75 @@ program
     process.stdout.write(`${sha256}  ${size}  ${name}\n`);
   });
 
-function describe(error: unknown): string {
-  if (error instanceof ProtocolError) return `${error.code}: ${error.message}`;
-  const code = (error as NodeJS.ErrnoException).code;
-  if (code === 'ECONNREFUSED') {
-    const { host, port: p } = program.opts<GlobalOptions>();
-    return `cannot connect to ${host}:${p} (is ioe-server running? see --host, --port, IOE_HOST, IOE_PORT)`;
+program
+  .command('whoami')
+  .description('print the account the server knows this client as (or anonymous)')
+  .action(async () => {
+    const name = await withClient(program.opts(), (client) => client.whoami());
+    process.stdout.write(`${name}\n`);
+  });
+
+/** OpenSSL's verdicts on a certificate that no trusted CA vouches for. */
+const UNTRUSTED = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+]);
+
+function hint(error: ProtocolError, options: GlobalOptions): string {
+  if (error.code === 'AUTH_REQUIRED' && options.user === undefined) {
+    return ' (sign in with --user NAME)';
   }
-  return error instanceof Error ? error.message : String(error);
+  if (error.code === 'TLS_REQUIRED' && !usesTls(options)) {
+    return ' (add --tls, with --ca FILE or --fingerprint SHA256 for a self-signed certificate)';
+  }
+  return '';
+}
+
+function describe(error: unknown): string {
+  const options = program.opts<GlobalOptions>();
+  const where = `${options.host}:${options.port}`;
+  if (error instanceof ProtocolError)
+    return `${error.code}: ${error.message}${hint(error, options)}`;
+  if (error instanceof FingerprintMismatchError) return error.message;
+  const code = (error as NodeJS.ErrnoException).code ?? '';
+  const message = error instanceof Error ? error.message : String(error);
+  if (code === 'ECONNREFUSED') {
+    return `cannot connect to ${where} (is ioe-server running? see --host, --port, IOE_HOST, IOE_PORT)`;
+  }
+  if (UNTRUSTED.has(code)) {
+    return (
+      `the server's TLS certificate is not trusted (${code}: ${message}); pass --ca FILE, or ` +
+      `--fingerprint SHA256 with the fingerprint ioe-server printed at start ("tls fingerprint sha256 …")`
+    );
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `the server's TLS certificate does not name ${options.host} (${message}); connect by a name it carries, or pin it with --fingerprint`;
+  }
+  if (
+    usesTls(options) &&
+    (code.startsWith('ERR_SSL_') || /TLS connection|handshake/i.test(message))
+  ) {
+    return `the TLS handshake with ${where} failed (${message}); does the server run with TLS (--tls-cert or --tls-self-signed)?`;
+  }
+  if (!usesTls(options) && message === 'the connection closed') {
+    return `${message} (if the server runs with TLS, add --tls)`;
+  }
+  return message;
 }
 
 program.parseAsync().catch((error: unknown) => {
+  if (error instanceof Cancelled) {
+    process.stderr.write('ioe: cancelled\n');
+    process.exitCode = 130;
+    return;
+  }
   process.stderr.write(`ioe: ${describe(error)}\n`);
   process.exitCode = 1;
 });

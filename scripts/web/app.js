@@ -3,8 +3,9 @@
  * The page: wires the catalog table, the player and the uploads to the document, and holds the
  * one piece of state they share (what is listed, how it is filtered and sorted, what plays).
  */
-import { fetchCatalog, filterItems, foldersOf, rowOf, sortItems } from './catalog.js';
-import { playlistHref, plural, formatSize } from './format.js';
+import { showAccount } from './account.js';
+import { CatalogError, fetchCatalog, filterItems, foldersOf, rowOf, sortItems } from './catalog.js';
+import { SIGN_IN_CODES, playlistHref, plural, formatSize } from './format.js';
 import { Player } from './player.js';
 import { Uploader, droppedFiles } from './upload.js';
 
@@ -39,6 +40,7 @@ const folderList = $('#folder-list', HTMLDataListElement);
 const fileInput = $('#files', HTMLInputElement);
 const uploadsHead = $('.uploads-head', HTMLElement);
 const announce = $('#announce', HTMLElement);
+const account = $('#account', HTMLElement);
 
 const state = {
   /** @type {Item[]} everything the server listed, in its order */
@@ -50,6 +52,8 @@ const state = {
   loaded: false,
   /** @type {string} why the catalog could not be loaded, if it could not */
   failure: '',
+  /** @type {string | undefined} the server's code for that (AUTH_REQUIRED…), if it sent one */
+  failureCode: undefined,
   /** @type {import('./catalog.js').Filter} */
   filter: { query: '', type: '', folder: '' },
   /** @type {SortKey} */
@@ -74,11 +78,15 @@ const uploader = new Uploader($('#uploads', HTMLElement), () => scheduleRefresh(
 // ---- the catalog ---------------------------------------------------------------------------
 
 async function load() {
+  // Who is signed in may have changed too (signed in on another tab, an account removed).
+  void showAccount(account);
   try {
     state.items = await fetchCatalog();
     state.failure = '';
+    state.failureCode = undefined;
   } catch (error) {
     state.failure = error instanceof Error ? error.message : String(error);
+    state.failureCode = error instanceof CatalogError ? error.code : undefined;
   }
   state.loaded = true;
   state.sorted = sortItems(state.items, state.sortKey, state.sortDirection);
@@ -128,7 +136,11 @@ function update() {
   count.textContent = countText(listed, total);
   empty.hidden = !state.loaded || listed > 0;
   empty.textContent = state.failure
-    ? `The library could not be loaded (${state.failure}). Check the server, then press Refresh.`
+    ? `The library could not be loaded (${state.failure}). ${
+        SIGN_IN_CODES.includes(state.failureCode ?? '')
+          ? 'Sign in (at the top of the page) to see it.'
+          : 'Check the server, then press Refresh.'
+      }`
     : total === 0
       ? 'The library is empty: nothing has been shared yet. Upload videos, music or pictures here, or copy them into the server’s media folder.'
       : 'No file matches. Change the search, the type or the folder.';

@@ -3,7 +3,7 @@
  * The catalog: fetched from /api/list, then sorted, filtered and drawn as table rows. Sorting
  * and filtering are pure functions over the loaded entries; only `rowOf` builds DOM.
  */
-import { baseName, folderOf, formatDate, formatSize } from './format.js';
+import { baseName, errorCodeOf, errorInWords, folderOf, formatDate, formatSize } from './format.js';
 
 /** @typedef {import('./format.js').Entry} Entry */
 /** @typedef {import('./format.js').MediaType} MediaType */
@@ -35,10 +35,22 @@ export function searchKey(text) {
   return text.normalize('NFC').toLocaleLowerCase();
 }
 
+/** A refused /api/list: the refusal in words, and the server's code (AUTH_REQUIRED…). */
+export class CatalogError extends Error {
+  /** @param {string} message @param {string | undefined} code */
+  constructor(message, code) {
+    super(message);
+    this.code = code;
+  }
+}
+
 /** @returns {Promise<Item[]>} */
 export async function fetchCatalog() {
   const response = await fetch('/api/list', { cache: 'no-store' });
-  if (!response.ok) throw new Error(`the server answered ${response.status}`);
+  if (!response.ok) {
+    const code = await errorCodeOf(response);
+    throw new CatalogError(errorInWords(code, response.status), code);
+  }
   /** @type {{ count: number, entries: Entry[] }} */
   const body = await response.json();
   return body.entries.map((entry, order) => ({

@@ -128,7 +128,17 @@ const ERROR_WORDS = {
   BAD_REQUEST: 'the server could not understand the request',
   NOT_FOUND: 'the file is not in the library (any more)',
   INTERNAL: 'the server hit an unexpected fault',
+  // Accounts, TLS and protected mode (access.md).
+  AUTH_REQUIRED: 'this needs an account: sign in first',
+  AUTH_FAILED: 'the name or password was not accepted',
+  DENIED: 'your account is not allowed to do this in this folder',
+  RATE_LIMITED: 'too many failed sign-ins from this address; wait a few minutes, then try again',
+  TLS_REQUIRED: 'a password is accepted from here only over a secure (https) connection',
+  PROTECTED: 'this server shares only with its own machine until it has accounts (protected mode)',
 };
+
+/** Refusals that signing in (or signing in again) may lift. */
+export const SIGN_IN_CODES = ['AUTH_REQUIRED', 'AUTH_FAILED'];
 
 /**
  * @param {string | undefined} code
@@ -138,6 +148,20 @@ export function errorInWords(code, status) {
   if (code && ERROR_WORDS[code]) return ERROR_WORDS[code];
   if (status === 0) return 'the connection to the server was lost';
   return `the server answered ${status}`;
+}
+
+/**
+ * The error code of a refused request, from its JSON body (`{ code, message }`), if it has one.
+ * @param {Response} response
+ * @returns {Promise<string | undefined>}
+ */
+export async function errorCodeOf(response) {
+  try {
+    const body = await response.json();
+    return typeof body?.code === 'string' ? body.code : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** @param {Uint8Array} bytes */

@@ -4,7 +4,16 @@
  * <audio> controls do the seeking; they ask the server for byte ranges, which it serves.
  * Which item is next or previous is the page's business (app.js), not the player's.
  */
-import { TYPE_LABELS, baseName, folderOf, formatDate, formatSize, mediaHref } from './format.js';
+import {
+  TYPE_LABELS,
+  baseName,
+  errorCodeOf,
+  errorInWords,
+  folderOf,
+  formatDate,
+  formatSize,
+  mediaHref,
+} from './format.js';
 
 /** @typedef {import('./catalog.js').Item} Item */
 
@@ -121,6 +130,32 @@ export class Player {
     const verb = item.type === 'picture' ? 'show' : 'play';
     this.problem.textContent = `This browser cannot ${verb} this ${TYPE_LABELS[item.type]}. Download it to open it with another program.`;
     this.problem.hidden = false;
+    void this.explainRefusal(item);
+  }
+
+  /**
+   * A refusal (signed out, an account's rules changed since the list was loaded) also ends up
+   * as a media error, which says nothing: ask the server for one byte, and say why it refuses.
+   * @param {Item} item
+   */
+  async explainRefusal(item) {
+    /** @type {Response} */
+    let response;
+    try {
+      response = await fetch(mediaHref(item.name), {
+        headers: { Range: 'bytes=0-0' },
+        cache: 'no-store',
+      });
+    } catch {
+      return;
+    }
+    if (response.ok) {
+      void response.body?.cancel();
+      return;
+    }
+    const code = await errorCodeOf(response);
+    if (item !== this.current) return;
+    this.problem.textContent = `This ${TYPE_LABELS[item.type]} could not be loaded: ${errorInWords(code, response.status)}.`;
   }
 }
 

@@ -1,13 +1,17 @@
 // The `ioe` CLI end to end: the built dist/scripts/client.js as a child process, against an
-// in-process MediaServer on a free port, in a temporary working directory.
+// in-process MediaServer on a free port, in a temporary working directory. The access options
+// (--user, --password-stdin, --tls, --ca, --fingerprint) against servers with accounts and TLS.
 import t, { type Test } from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Access } from '../../lib/access.js';
+import { hashPassword } from '../../lib/accounts.js';
+import { TlsSetup } from '../../lib/tls.js';
 import { MediaServer } from '../../pipelines/server.js';
 
 const CLI = fileURLToPath(new URL('../../dist/scripts/client.js', import.meta.url));
@@ -39,15 +43,32 @@ async function setup(tt: Test): Promise<Env> {
 
 /** Runs `ioe ...args`; IOE_PORT is `port` unless `port` is undefined. Never rejects. */
 function ioe(cwd: string, port: number | undefined, ...args: string[]): Promise<Run> {
+  return ioeWith({ cwd, port }, ...args);
+}
+
+/**
+ * `ioe` with more of its environment: `env` added to it (IOE_* are cleared first), and `input`
+ * written to its stdin (a pipe, never closed unless `input` is given). Bounded by 20 s.
+ */
+function ioeWith(
+  options: { cwd: string; port?: number; env?: NodeJS.ProcessEnv; input?: string },
+  ...args: string[]
+): Promise<Run> {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  delete env.IOE_HOST;
-  delete env.IOE_PORT;
-  if (port !== undefined) env.IOE_PORT = String(port);
+  for (const key of Object.keys(env)) if (key.startsWith('IOE_')) delete env[key];
+  if (options.port !== undefined) env.IOE_PORT = String(options.port);
+  Object.assign(env, options.env);
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd, env }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    const child = execFile(
+      process.execPath,
+      [CLI, ...args],
+      { cwd: options.cwd, env, timeout: 20_000 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+    if (options.input !== undefined) child.stdin?.end(options.input);
   });
 }
 
@@ -316,3 +337,308 @@ t.test('--port works without IOE_PORT and wins over it', async (t) => {
   const badPort = await ioe(cwd, undefined, '--port', 'nope', 'list');
   t.not(badPort.code, 0, 'a malformed --port exits non-zero');
 });
+
+// ---- accounts and TLS (access.md) ----
+
+const PASSWORD = 'alice, her password';
+const FAST = { ln: 15, r: 1, p: 1 };
+
+interface AccessFixture {
+  dir: string;
+  usersFile: string;
+  tls: TlsSetup;
+  /** The certificate's PEM file (for --ca). */
+  cert: string;
+}
+
+// Made on first use, not at the top level: an await between t.test calls could let the run end
+// before the later tests are registered (as with --grep).
+let fixture: Promise<AccessFixture> | undefined;
+t.teardown(async () => {
+  if (fixture) await rm((await fixture).dir, { recursive: true, force: true });
+});
+
+/** The accounts file (alice rw=/, bob r=/music, anonymous r=/music) and a TLS certificate. */
+function accessFixture(): Promise<AccessFixture> {
+  fixture ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ioe-cli-access-'));
+    const usersFile = join(dir, 'ioe-users');
+    await writeFile(
+      usersFile,
+      [
+        `alice:${await hashPassword(PASSWORD, FAST)}:rw=/`,
+        `bob:${await hashPassword('bob pw', FAST)}:r=/music`,
+        'anonymous::r=/music',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+    const tls = await TlsSetup.load({ selfSignedDir: join(dir, 'tls'), hosts: ['127.0.0.1'] });
+    return { dir, usersFile, tls, cert: join(dir, 'tls', 'cert.pem') };
+  })();
+  return fixture;
+}
+
+/** A server with the accounts above (TLS with `tls`), on `host`, and a working directory. */
+async function setupAccess(tt: Test, options: { tls?: boolean; host?: string } = {}) {
+  const { usersFile, tls } = await accessFixture();
+  const host = options.host ?? '127.0.0.1';
+  const root = await mkdtemp(join(tmpdir(), 'ioe-cli-access-root-'));
+  const cwd = await mkdtemp(join(tmpdir(), 'ioe-cli-access-cwd-'));
+  await put(root, 'music/song.mp3', 'la la la');
+  await put(root, 'films/film.mp4', 'a film');
+  const server = await MediaServer.create({
+    root,
+    host,
+    port: 0,
+    access: await Access.create({ usersFile, bindHost: host }),
+    tls: options.tls ? tls : undefined,
+  });
+  const { port } = await server.listen();
+  tt.teardown(async () => {
+    await server.forceQuit();
+    await rm(root, { recursive: true, force: true });
+    await rm(cwd, { recursive: true, force: true });
+  });
+  return { root, cwd, port, tls, cert: (await accessFixture()).cert };
+}
+
+/** A run that printed exactly `line` and exited 0. */
+function printed(tt: Test, run: Run, line: string, what: string): void {
+  tt.equal(run.code, 0, `${what}: exit code 0 (${run.stderr.trim()})`);
+  tt.equal(run.stdout, `${line}\n`, `${what}: ${line}`);
+}
+
+t.test('--user: the password from IOE_PASSWORD or --password-stdin; whoami', async (t) => {
+  const { cwd, port } = await setupAccess(t);
+  const as = (env: NodeJS.ProcessEnv, input: string | undefined, ...args: string[]) =>
+    ioeWith({ cwd, port, env, input }, ...args);
+  const [anonymous, byEnv, userEnv, byStdin, stdinWins] = await Promise.all([
+    as({}, undefined, 'whoami'),
+    as({ IOE_PASSWORD: PASSWORD }, undefined, '--user', 'alice', 'whoami'),
+    as({ IOE_USER: 'alice', IOE_PASSWORD: PASSWORD }, undefined, 'whoami'),
+    as({}, `${PASSWORD}\n`, '--user', 'alice', '--password-stdin', 'whoami'),
+    as(
+      { IOE_PASSWORD: 'not it' },
+      `${PASSWORD}\r\n`,
+      '--user',
+      'alice',
+      '--password-stdin',
+      'whoami',
+    ),
+  ]);
+  printed(t, anonymous, 'anonymous', 'no --user');
+  printed(t, byEnv, 'alice', '--user with IOE_PASSWORD');
+  printed(t, userEnv, 'alice', 'IOE_USER with IOE_PASSWORD');
+  printed(t, byStdin, 'alice', '--password-stdin');
+  printed(t, stdinWins, 'alice', '--password-stdin wins over IOE_PASSWORD (and a CRLF is cut)');
+
+  const listed = await as({ IOE_PASSWORD: PASSWORD }, undefined, '--user', 'alice', 'list');
+  t.match(listed.stdout, 'films/film.mp4', 'alice lists the films');
+  t.notMatch((await as({}, undefined, 'list')).stdout, 'film', 'anonymous does not');
+});
+
+t.test('--user refusals: one line with the code, exit 1, never the password', async (t) => {
+  const { cwd, port } = await setupAccess(t);
+  await put(cwd, 'new.mp3', 'new');
+  const as = (env: NodeJS.ProcessEnv, input: string | undefined, ...args: string[]) =>
+    ioeWith({ cwd, port, env, input }, ...args);
+  const [wrong, unknown, noPassword, emptyStdin, stdinAlone, required, denied] = await Promise.all([
+    as({ IOE_PASSWORD: 'wrong' }, undefined, '--user', 'alice', 'whoami'),
+    as({ IOE_PASSWORD: PASSWORD }, undefined, '--user', 'nobody', 'whoami'),
+    // stdin is a pipe left open: it must not be read (nor waited on) unless asked
+    as({}, undefined, '--user', 'alice', 'whoami'),
+    as({}, '', '--user', 'alice', '--password-stdin', 'whoami'),
+    as({}, `${PASSWORD}\n`, '--password-stdin', 'whoami'),
+    as({}, undefined, 'hash', 'films/film.mp4'),
+    as(
+      { IOE_PASSWORD: 'bob pw' },
+      undefined,
+      '--user',
+      'bob',
+      'put',
+      'new.mp3',
+      '--as',
+      'music/new.mp3',
+    ),
+  ]);
+  failsWith(t, wrong, /^ioe: AUTH_FAILED: wrong name or password$/m, 'a wrong password');
+  failsWith(t, unknown, /^ioe: AUTH_FAILED: wrong name or password$/m, 'an unknown name');
+  failsWith(
+    t,
+    noPassword,
+    /no password for alice: set IOE_PASSWORD, pass --password-stdin, or run ioe on a terminal/,
+    'no password and no terminal',
+  );
+  failsWith(t, emptyStdin, /--password-stdin: nothing on stdin/, 'an empty stdin');
+  failsWith(t, stdinAlone, /--password-stdin needs --user/, '--password-stdin alone');
+  failsWith(t, required, /AUTH_REQUIRED: .*\(sign in with --user NAME\)$/m, 'anonymous HASH');
+  failsWith(t, denied, /^ioe: DENIED: /m, 'bob may not write');
+  for (const run of [wrong, unknown, noPassword, emptyStdin, stdinAlone, required, denied]) {
+    t.notMatch(run.stderr + run.stdout, PASSWORD, 'the password is never printed');
+  }
+});
+
+t.test('TLS: --fingerprint, --ca and IOE_FINGERPRINT; every operation over it', async (t) => {
+  const { root, cwd, port, tls, cert } = await setupAccess(t, { tls: true });
+  const pin = tls.fingerprint.replaceAll(':', '').toLowerCase(); // any case, colons optional
+  const env = { IOE_PASSWORD: PASSWORD };
+  const [pinned, byCa, byName, byEnv] = await Promise.all([
+    ioeWith({ cwd, port, env }, '--fingerprint', pin, '--user', 'alice', 'whoami'),
+    ioeWith({ cwd, port, env }, '--ca', cert, '--user', 'alice', 'whoami'),
+    ioeWith({ cwd, port }, '--ca', cert, '--host', 'localhost', 'whoami'),
+    ioeWith({ cwd, port, env: { IOE_FINGERPRINT: tls.fingerprint, IOE_CA: cert } }, 'whoami'),
+  ]);
+  printed(t, pinned, 'alice', '--fingerprint (lower case, no colons) with --user');
+  printed(t, byCa, 'alice', '--ca with --user');
+  printed(t, byName, 'anonymous', '--ca, by host name');
+  printed(t, byEnv, 'anonymous', 'IOE_FINGERPRINT and IOE_CA');
+
+  const song = randomBytes(100_000);
+  await put(cwd, 'tls.mp3', song);
+  const tlsArgs = ['--fingerprint', tls.fingerprint, '--user', 'alice'];
+  const up = await ioeWith(
+    { cwd, port, env },
+    ...tlsArgs,
+    'put',
+    'tls.mp3',
+    '--as',
+    'music/tls.mp3',
+  );
+  t.equal(up.code, 0, `put over TLS (${up.stderr.trim()})`);
+  t.ok((await readFile(join(root, 'music/tls.mp3'))).equals(song), 'stored');
+  const down = await ioeWith(
+    { cwd, port, env },
+    ...tlsArgs,
+    'get',
+    'music/tls.mp3',
+    '-o',
+    'back.mp3',
+  );
+  t.equal(down.code, 0, `get over TLS (${down.stderr.trim()})`);
+  t.ok((await readFile(join(cwd, 'back.mp3'))).equals(song), 'the same bytes back');
+  const hashed = await ioeWith({ cwd, port }, '--tls', '--ca', cert, 'hash', 'music/tls.mp3');
+  t.match(hashed.stdout, sha256(song), 'hash over TLS');
+});
+
+t.test('TLS failures are one clear line: a wrong pin never falls back to clear text', async (t) => {
+  const secure = await setupAccess(t, { tls: true });
+  const plain = await setupAccess(t);
+  const { cwd, tls } = secure;
+  const other = await TlsSetup.load({ selfSignedDir: join(cwd, 'other') });
+  const env = { IOE_PASSWORD: PASSWORD };
+  const [mismatch, malformed, untrusted, noCaFile, notTls, clearToTls] = await Promise.all([
+    ioeWith(
+      { cwd, port: secure.port, env },
+      '--fingerprint',
+      other.fingerprint,
+      '--user',
+      'alice',
+      'list',
+    ),
+    ioeWith({ cwd, port: secure.port }, '--fingerprint', 'abc123', 'list'),
+    ioeWith({ cwd, port: secure.port }, '--tls', 'list'),
+    ioeWith({ cwd, port: secure.port }, '--ca', join(cwd, 'missing.pem'), 'list'),
+    ioeWith({ cwd, port: plain.port }, '--fingerprint', tls.fingerprint, 'list'),
+    ioeWith({ cwd, port: secure.port }, 'list'),
+  ]);
+  failsWith(
+    t,
+    mismatch,
+    new RegExp(
+      `not the pinned one: expected sha256 ${other.fingerprint}, the server presented sha256 ${tls.fingerprint}; disconnected before sending anything`,
+    ),
+    'a wrong pin names both fingerprints',
+  );
+  failsWith(t, malformed, /--fingerprint abc123: not a SHA-256 fingerprint/, 'a malformed pin');
+  failsWith(
+    t,
+    untrusted,
+    /certificate is not trusted \(DEPTH_ZERO_SELF_SIGNED_CERT.*pass --ca FILE, or --fingerprint/,
+    '--tls with a self-signed certificate',
+  );
+  failsWith(t, noCaFile, /cannot read the CA file .*missing\.pem/, 'a missing --ca file');
+  failsWith(
+    t,
+    notTls,
+    /TLS handshake with 127\.0\.0\.1:\d+ failed/,
+    '--fingerprint to a plain server',
+  );
+  failsWith(t, clearToTls, /if the server runs with TLS, add --tls/, 'clear text to a TLS server');
+});
+
+/** A non-loopback IPv4 address of this machine, if it has one. */
+const outside = Object.values(networkInterfaces())
+  .flat()
+  .find((entry) => entry && entry.family === 'IPv4' && !entry.internal)?.address;
+
+t.test(
+  'TLS_REQUIRED: a password in clear from another address is refused, with the fix',
+  { skip: outside ? false : 'this machine has no non-loopback IPv4 address' },
+  async (t) => {
+    const { cwd, port } = await setupAccess(t, { host: outside });
+    const run = await ioeWith(
+      { cwd, port, env: { IOE_HOST: outside, IOE_PASSWORD: PASSWORD } },
+      '--user',
+      'alice',
+      'whoami',
+    );
+    failsWith(
+      t,
+      run,
+      /^ioe: TLS_REQUIRED: .*\(add --tls, with --ca FILE or --fingerprint/m,
+      'clear',
+    );
+  },
+);
+
+const hasScript = ((): boolean => {
+  try {
+    execFileSync('script', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+t.test(
+  'on a real terminal (script(1)): the password is asked for and not echoed',
+  { skip: hasScript ? false : 'script(1) is not installed' },
+  async (t) => {
+    const { cwd, port } = await setupAccess(t);
+    const quote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`;
+    const command = [process.execPath, CLI, '--user', 'alice', 'whoami'].map(quote).join(' ');
+    const env: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: '', IOE_PORT: String(port) };
+    delete env.IOE_PASSWORD;
+    delete env.IOE_USER;
+    const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd, env });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => {
+        child.kill();
+        resolve(null);
+      }, 15_000);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+    });
+    const prompted = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 10_000);
+      const check = (): void => {
+        if (!/password for alice at 127\.0\.0\.1:\d+: /.test(output)) return;
+        clearTimeout(timer);
+        child.stdout.off('data', check);
+        resolve(true);
+      };
+      child.stdout.on('data', check);
+      check();
+    });
+    t.ok(prompted, 'the prompt names the account and the server');
+    child.stdin.write(`${PASSWORD}\r`);
+    t.equal(await exited, 0, output.replace(/\r/g, ''));
+    t.match(output, /\nalice\r?\n/, 'signed in');
+    t.notMatch(output, PASSWORD, 'the terminal showed no password');
+  },
+);

@@ -4,18 +4,30 @@
  * The library is made with ffmpeg (a 4-second VP8 video, an Opus song, a PNG picture). The
  * subtests share one page and run in order: each starts from where the previous one left it.
  * Ends with a screenshot in .tap/web-page.png to look at (UPDATE_SCREENSHOT=1 writes the README's,
- * scripts/screenshots/web-page.png, instead).
+ * scripts/screenshots/web-page.png, instead). Then the page on servers with accounts (access.md),
+ * not signed in and signed in with HTTP Basic, each in a browser context of its own.
  */
 import t, { type Test as Tap } from 'tap';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, utimes } from 'node:fs/promises';
+import {
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { Access } from '../../lib/access.js';
+import { hashPassword } from '../../lib/accounts.js';
 import { loadWebAssets } from '../../lib/web-assets.js';
 import { MediaServer } from '../../pipelines/server.js';
 import { eventually } from '../helpers/raw-client.js';
@@ -123,6 +135,40 @@ async function main(): Promise<void> {
   await small.listen();
   const smallBase = `http://127.0.0.1:${small.httpAddress!.port}`;
 
+  // Servers with accounts (cheap credentials: N = 2^15, the format's floor), on a copy of the
+  // library: alice reads everything and writes under uploads/; bob reads films/ only.
+  // `shared` lets anonymous read music/; `closed` lets anonymous do nothing.
+  const accountsDir = await mkdtemp(join(tmpdir(), 'ioe-web-accounts-'));
+  const accountsRoot = join(accountsDir, 'media');
+  for (const name of [VIDEO, SONG, PICTURE]) {
+    await mkdir(dirname(join(accountsRoot, name)), { recursive: true });
+    await copyFile(join(root, name), join(accountsRoot, name));
+  }
+  const ALICE_PASSWORD = 'alice: a password, with punctuation';
+  const FAST = { ln: 15, r: 1, p: 1 };
+  const accountLines = [
+    `alice:${await hashPassword(ALICE_PASSWORD, FAST)}:r=/,rw=/uploads`,
+    `bob:${await hashPassword('bob pw', FAST)}:r=/films`,
+  ];
+  const withAccounts = async (file: string, lines: string[]): Promise<MediaServer> => {
+    const usersFile = join(accountsDir, file);
+    await writeFile(usersFile, lines.join('\n') + '\n', { mode: 0o600 });
+    const made = await MediaServer.create({
+      root: accountsRoot,
+      host: '127.0.0.1',
+      port: 0,
+      httpPort: 0,
+      webAssets: assets,
+      access: await Access.create({ usersFile, bindHost: '127.0.0.1' }),
+    });
+    await made.listen();
+    return made;
+  };
+  const shared = await withAccounts('users-shared', [...accountLines, 'anonymous::r=/music']);
+  const closed = await withAccounts('users-closed', accountLines);
+  const sharedBase = `http://127.0.0.1:${shared.httpAddress!.port}`;
+  const closedBase = `http://127.0.0.1:${closed.httpAddress!.port}`;
+
   const browser: Browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -145,9 +191,15 @@ async function main(): Promise<void> {
   });
   t.teardown(async () => {
     await browser.close();
-    await Promise.all([server.forceQuit(), small.forceQuit()]);
+    await Promise.all([
+      server.forceQuit(),
+      small.forceQuit(),
+      shared.forceQuit(),
+      closed.forceQuit(),
+    ]);
     await rm(root, { recursive: true, force: true });
     await rm(emptyRoot, { recursive: true, force: true });
+    await rm(accountsDir, { recursive: true, force: true });
   });
 
   // Everything the pages ask for, and what the console says.
@@ -591,6 +643,189 @@ async function main(): Promise<void> {
     const unexpected = consoleErrors.filter((text) => !/status of (409|413|415)/.test(text));
     t.same(unexpected, [], 'no console errors (no CSP violation, no script error)');
   });
+
+  // ---- accounts (access.md): each in a browser context of its own, with its own console ----
+
+  t.test('a server without accounts says nothing about signing in', async (t) => {
+    t.ok(await page.locator('#account').isHidden(), 'no account line');
+    t.equal(await page.locator('#account').textContent(), '');
+  });
+
+  /** A context for a server with accounts (with Basic credentials if given) and its page. */
+  const accountsPage = async (
+    t: Tap,
+    credentials?: { username: string; password: string },
+  ): Promise<{ page: Page; errors: string[] }> => {
+    const own = await browser.newContext({
+      locale: 'en-GB',
+      timezoneId: 'UTC',
+      colorScheme: 'light',
+      viewport: { width: 1280, height: 900 },
+      httpCredentials: credentials,
+    });
+    t.teardown(() => own.close());
+    const errors: string[] = [];
+    const opened = await own.newPage();
+    opened.setDefaultTimeout(WAIT_MS);
+    if (!credentials) {
+      // A 401 makes a browser ask for a name and password; headless, nothing answers and the
+      // request hangs. Here the person dismisses the dialog: the page then gets the 401.
+      const cdp = await own.newCDPSession(opened);
+      cdp.on('Fetch.requestPaused', ({ requestId }) => {
+        cdp.send('Fetch.continueRequest', { requestId }).catch(() => undefined);
+      });
+      cdp.on('Fetch.authRequired', ({ requestId }) => {
+        const authChallengeResponse = { response: 'CancelAuth' as const };
+        cdp.send('Fetch.continueWithAuth', { requestId, authChallengeResponse }).catch(() => {});
+      });
+      await cdp.send('Fetch.enable', { handleAuthRequests: true });
+    }
+    opened.on('console', (message) => {
+      if (message.type() === 'error') errors.push(message.text());
+    });
+    opened.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
+    return { page: opened, errors };
+  };
+  const namesOn = (on: Page): Promise<string[]> =>
+    on
+      .locator('#rows tr')
+      .evaluateAll((rows) => rows.map((row) => row.getAttribute('data-name') ?? ''));
+  const listedOn = async (on: Page, expected: string[]): Promise<string[]> => {
+    await waitUntil(async () => same(await namesOn(on), expected), 'listed');
+    return namesOn(on);
+  };
+  /** Uploads one file through the picker; resolves with its list item once it has an outcome. */
+  const uploadOn = async (on: Page, folder: string, name: string, buffer: Buffer) => {
+    await on.locator('#target-folder').fill(folder);
+    await on.setInputFiles('#files', { name, mimeType: 'image/png', buffer });
+    const item = on.locator('#uploads li', { hasText: `${folder}/${name}` }).first();
+    await waitUntil(
+      async () =>
+        !['queued', 'sending', 'checking', null].includes(await item.getAttribute('data-state')),
+      'upload done',
+    );
+    return item;
+  };
+  /** Failed loads the browser logs for refused requests; nothing else may be in the console. */
+  const onlyRefusals = (errors: string[], statuses: string): string[] =>
+    errors.filter((text) => !new RegExp(`status of (${statuses})`).test(text));
+
+  t.test('with accounts, not signed in: says so; lists and plays what anonymous may', async (t) => {
+    const { page: anon, errors } = await accountsPage(t);
+    await anon.goto(`${sharedBase}/`);
+    const account = anon.locator('#account');
+    await account.locator('a').waitFor();
+    t.equal(await account.textContent(), 'Not signed in · Sign in');
+    t.equal(await account.locator('a').getAttribute('href'), '/api/login', 'Sign in: /api/login');
+    t.same(await listedOn(anon, [SONG]), [SONG], "only anonymous's share is listed");
+    await anon.locator('#rows tr', { hasText: 'tone.ogg' }).click();
+    t.ok(
+      await waitUntil(
+        () =>
+          anon.locator('.stage audio').evaluate((audio: InPageMedia) => audio.currentTime > 0.2),
+        'playback',
+      ),
+      'the song plays',
+    );
+    await anon.keyboard.press('Escape');
+
+    const item = await uploadOn(anon, 'uploads', 'anonymous.png', png);
+    t.equal(await item.getAttribute('data-state'), 'refused');
+    t.equal(
+      await item.locator('.upload-outcome').textContent(),
+      'Refused: this needs an account: sign in first.',
+    );
+    t.match(await item.locator('.upload-detail').textContent(), /^AUTH_REQUIRED/);
+    t.notOk(existsSync(join(accountsRoot, 'uploads/anonymous.png')), 'nothing stored');
+    t.same(onlyRefusals(errors, '401'), [], 'no console errors but the refused upload');
+  });
+
+  t.test('with accounts, anonymous may read nothing: the page says to sign in', async (t) => {
+    const { page: anon, errors } = await accountsPage(t);
+    await anon.goto(`${closedBase}/`);
+    await anon.locator('#empty').waitFor({ state: 'visible' });
+    t.equal(
+      await anon.locator('#empty').textContent(),
+      'The library could not be loaded (this needs an account: sign in first). ' +
+        'Sign in (at the top of the page) to see it.',
+    );
+    t.equal(await anon.locator('#count').textContent(), 'The library could not be loaded.');
+    await anon.locator('#account a').waitFor();
+    t.equal(await anon.locator('#account').textContent(), 'Not signed in · Sign in');
+    t.same(onlyRefusals(errors, '401'), [], 'no console errors but the refused list');
+  });
+
+  t.test(
+    'signed in with HTTP Basic: shows the account; lists, plays and uploads within its rules',
+    async (t) => {
+      const { page: alice, errors } = await accountsPage(t, {
+        username: 'alice',
+        password: ALICE_PASSWORD,
+      });
+      await alice.goto(`${closedBase}/`);
+      // The browser sends a password only when asked: the Sign in link asks (by the keyboard).
+      await alice.locator('#account a').focus();
+      await alice.keyboard.press('Enter');
+      await alice.waitForURL(`${closedBase}/`);
+      await alice.locator('#account strong').waitFor();
+      t.equal(await alice.locator('#account').textContent(), 'Signed in as alice');
+      t.equal(await alice.locator('#account strong').textContent(), 'alice');
+      t.same(await listedOn(alice, [VIDEO, SONG, PICTURE]), [VIDEO, SONG, PICTURE], 'all three');
+
+      await alice.locator('#rows tr', { hasText: 'test pattern.webm' }).click();
+      t.ok(
+        await waitUntil(
+          () =>
+            alice.locator('.stage video').evaluate((video: InPageMedia) => video.currentTime > 0.3),
+          'playback',
+        ),
+        'the video plays',
+      );
+      await alice.keyboard.press('Escape');
+
+      const stored = await uploadOn(alice, 'uploads', 'by alice.png', png);
+      t.equal(await stored.getAttribute('data-state'), 'verified', 'uploads/ is hers to write');
+      t.equal(sha256(await readFile(join(accountsRoot, 'uploads/by alice.png'))), sha256(png));
+      t.same(
+        await listedOn(alice, [VIDEO, SONG, PICTURE, 'uploads/by alice.png']),
+        [VIDEO, SONG, PICTURE, 'uploads/by alice.png'],
+        'listed after the upload',
+      );
+      t.equal(await alice.locator('#account').textContent(), 'Signed in as alice', 'still');
+
+      const denied = await uploadOn(alice, 'films', 'not here.png', png);
+      t.equal(await denied.getAttribute('data-state'), 'refused');
+      t.equal(
+        await denied.locator('.upload-outcome').textContent(),
+        'Refused: your account is not allowed to do this in this folder.',
+      );
+      t.match(await denied.locator('.upload-detail').textContent(), /^DENIED/);
+      t.notOk(existsSync(join(accountsRoot, 'films/not here.png')), 'nothing stored');
+
+      // A file refused after the list was loaded (the rules changed meanwhile): the player
+      // says why, in words, rather than blaming the browser.
+      await alice.route('**/media/films/test%20pattern.webm', (route) =>
+        route.fulfill({
+          status: 403,
+          contentType: 'application/json',
+          body: JSON.stringify({ code: 'DENIED', message: 'not for this account' }),
+        }),
+      );
+      await alice.locator('#rows tr', { hasText: 'test pattern.webm' }).click();
+      const problem = alice.locator('.player-problem');
+      await waitUntil(
+        async () => /could not be loaded/.test((await problem.textContent()) ?? ''),
+        'why',
+      );
+      t.equal(
+        await problem.textContent(),
+        'This video could not be loaded: your account is not allowed to do this in this folder.',
+      );
+      await alice.unroute('**/media/films/test%20pattern.webm');
+      await alice.keyboard.press('Escape');
+      t.same(onlyRefusals(errors, '401|403'), [], 'no console errors but refusals');
+    },
+  );
 }
 
 function same(a: string[], b: string[]): boolean {
