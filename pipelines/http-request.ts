@@ -210,13 +210,34 @@ export class HttpRequestHandler {
     this.checkHost(req);
     const access = this.context.access;
     access.admit(req.socket.remoteAddress);
+    const { path, query } = splitTarget(req.url ?? '/');
+    // The page and its files hold nothing of the library: they load whatever the credentials
+    // (wrong ones included), so that the page can say what is wrong.
+    const asset = this.options.assets?.get(path);
+    if (asset) {
+      if (method !== 'GET' && method !== 'HEAD') throw this.methodNotAllowed(READ_METHODS);
+      const headers = {
+        'Content-Type': asset.contentType,
+        'Content-Length': String(asset.body.length),
+        ETag: asset.etag,
+        'Cache-Control': 'no-cache',
+        ...PAGE_SECURITY,
+      };
+      const fresh =
+        evaluatePreconditions(method, req.headers, {
+          etag: asset.etag,
+          lastModified: new Date(0),
+        }) === 'not-modified';
+      res.writeHead(fresh ? 304 : 200, headers);
+      res.end(fresh || method === 'HEAD' ? undefined : asset.body);
+      return;
+    }
     exchange.principal = await access.authenticateBasic(req.headers.authorization, {
       address: req.socket.remoteAddress,
       port: req.socket.remotePort,
       secure: this.options.scheme === 'https',
       door: 'http',
     });
-    const { path, query } = splitTarget(req.url ?? '/');
     if (path.startsWith(MEDIA_PREFIX)) {
       if (method === 'GET' || method === 'HEAD') {
         await this.getMedia(req, res, path, query, exchange);
@@ -235,25 +256,6 @@ export class HttpRequestHandler {
     if (path === '/api/whoami' || path === '/api/login') {
       if (method !== 'GET' && method !== 'HEAD') throw this.methodNotAllowed(READ_METHODS);
       this.whoami(req, res, path === '/api/login', exchange);
-      return;
-    }
-    const asset = this.options.assets?.get(path);
-    if (asset) {
-      if (method !== 'GET' && method !== 'HEAD') throw this.methodNotAllowed(READ_METHODS);
-      const headers = {
-        'Content-Type': asset.contentType,
-        'Content-Length': String(asset.body.length),
-        ETag: asset.etag,
-        'Cache-Control': 'no-cache',
-        ...PAGE_SECURITY,
-      };
-      const fresh =
-        evaluatePreconditions(method, req.headers, {
-          etag: asset.etag,
-          lastModified: new Date(0),
-        }) === 'not-modified';
-      res.writeHead(fresh ? 304 : 200, headers);
-      res.end(fresh || method === 'HEAD' ? undefined : asset.body);
       return;
     }
     throw new HttpError('NOT_FOUND', 'no such page');
