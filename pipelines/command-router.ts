@@ -23,6 +23,7 @@ import {
   type Peer,
   type Principal,
 } from '../lib/access.js';
+import { isValidAccountName } from '../lib/accounts.js';
 import type { Frame, LineFrame } from './frame-splitter.js';
 import { catalogFormatter } from './catalog-formatter.js';
 import { download } from './download.js';
@@ -270,8 +271,15 @@ export class CommandRouter extends Transform {
       await this.beginWrite(request, frame.payload, started);
       return;
     }
+    // AUTH logs the account, never a field that may be a password typed in the wrong place.
     const name =
-      'name' in request ? request.name : request.verb === 'AUTH' ? request.account : undefined;
+      'name' in request
+        ? request.name
+        : request.verb === 'AUTH'
+          ? isValidAccountName(request.account)
+            ? request.account
+            : '(not a valid name)'
+          : undefined;
     let bytes = 0;
     let result = 'OK';
     try {

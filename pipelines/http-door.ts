@@ -195,7 +195,10 @@ export class HttpDoor implements Door {
 
   /** What Node's parser refuses (garbage, huge headers, slow headers) gets a clear status. */
   private clientError(error: NodeJS.ErrnoException, socket: Socket): void {
-    if (!socket.writable || error.code === 'ECONNRESET') {
+    // A TLS handshake that failed or ran out of time (https.Server reports those here too):
+    // there is no channel to answer on, so cut it now.
+    const tlsFailure = /^ERR_(TLS|SSL)_/.test(error.code ?? '');
+    if (!socket.writable || error.code === 'ECONNRESET' || tlsFailure) {
       socket.destroy();
       return;
     }

@@ -12,11 +12,18 @@ import split2 from 'split2';
 import { DEFAULT_HTTP_PORT, DEFAULT_OPTIONS, MediaServer } from '../pipelines/server.js';
 import { createLogger, LOG_LEVELS } from '../lib/log.js';
 import { loadWebAssets } from '../lib/web-assets.js';
+import { Access } from '../lib/access.js';
+import { TlsSetup } from '../lib/tls.js';
 
 /** Exit within a second of FORCEQUIT even if deleting partial uploads hangs. */
 const FORCE_EXIT_MS = 900;
 /** One Ctrl-C under npm can deliver SIGINT twice at once; only a later one forces. */
 const SECOND_SIGINT_MS = 500;
+
+// `ioe-server users add|token|remove|list`: the accounts file (scripts/users.ts).
+if (process.argv[2] === 'users') {
+  process.exit(await (await import('./users.js')).runUsersCommand(process.argv.slice(3)));
+}
 
 const program = new Command('ioe-server')
   .description('Serve a media folder (videos, music, pictures) over the IOE protocol v1.')
@@ -54,6 +61,15 @@ const program = new Command('ioe-server')
   )
   .option('--read-only', 'refuse every WRITE', false)
   .option('--overwrite', 'let a WRITE replace an existing file atomically', false)
+  .option('--users <file>', 'accounts and their rules (see ioe-server users --help)')
+  .option('--public', 'no accounts on a non-loopback address: share everything with everyone')
+  .option('--insecure-auth', 'accept passwords without TLS from other machines', false)
+  .option('--tls-cert <file>', 'TLS certificate (PEM) for both doors; needs --tls-key')
+  .option('--tls-key <file>', 'TLS private key (PEM) for both doors')
+  .option('--tls-self-signed <dir>', 'make (once) and use a self-signed certificate kept in DIR')
+  .addOption(
+    new Option('--tls-min <version>', 'lowest TLS version').choices(['1.2', '1.3']).default('1.2'),
+  )
   .addOption(
     new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS).default('info'),
   )
@@ -73,6 +89,13 @@ const opts = program.opts<{
   readOnly: boolean;
   overwrite: boolean;
   logLevel: string;
+  users?: string;
+  public?: boolean;
+  insecureAuth: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsSelfSigned?: string;
+  tlsMin: '1.2' | '1.3';
 }>();
 
 const logger = createLogger(opts.logLevel);
@@ -88,12 +111,41 @@ async function webAssets() {
   });
 }
 
-/** `http://host:port/`, with brackets around an IPv6 address. */
-function webUrl(address: string, port: number): string {
-  return `http://${address.includes(':') ? `[${address}]` : address}:${port}/`;
+/** `http://host:port/` (https with TLS), with brackets around an IPv6 address. */
+function webUrl(scheme: string, address: string, port: number): string {
+  return `${scheme}://${address.includes(':') ? `[${address}]` : address}:${port}/`;
+}
+
+/** TLS for both doors, when asked for; a one-line reason when it cannot be had. */
+async function tlsSetup(): Promise<TlsSetup | undefined> {
+  const { tlsCert, tlsKey, tlsSelfSigned } = opts;
+  if (tlsCert === undefined && tlsKey === undefined && tlsSelfSigned === undefined) return;
+  if (tlsSelfSigned !== undefined && (tlsCert !== undefined || tlsKey !== undefined)) {
+    throw new Error('give either --tls-self-signed or --tls-cert and --tls-key, not both');
+  }
+  const tls = await TlsSetup.load({
+    certFile: tlsCert,
+    keyFile: tlsKey,
+    selfSignedDir: tlsSelfSigned,
+    hosts: [opts.host],
+    minVersion: opts.tlsMin === '1.3' ? 'TLSv1.3' : 'TLSv1.2',
+  });
+  for (const warning of tls.warnings()) logger.warn(warning);
+  return tls;
 }
 
 async function main(): Promise<void> {
+  const access = await Access.create({
+    usersFile: opts.users,
+    readOnly: opts.readOnly,
+    public: opts.public,
+    bindHost: opts.host,
+    insecureAuth: opts.insecureAuth,
+    log: logger,
+  });
+  for (const warning of access.startWarnings()) logger.warn(warning);
+  if (opts.readOnly) logger.warn('--read-only: every account may read at most');
+  const tls = await tlsSetup();
   const server = await MediaServer.create({
     root: opts.root,
     host: opts.host,
@@ -102,6 +154,8 @@ async function main(): Promise<void> {
     // Without --http-port, a taken 10080 leaves the TCP door alone rather than no server.
     httpPortOptional: opts.httpPort === undefined,
     webAssets: opts.http ? await webAssets() : undefined,
+    access,
+    tls,
     maxConnections: opts.maxConnections,
     maxConnectionsPerIp: opts.maxConnectionsPerIp,
     maxUpload: opts.maxUpload,
@@ -113,10 +167,18 @@ async function main(): Promise<void> {
   const address = await server.listen();
   logger.info({ root: opts.root, ...address }, 'ready');
   process.stdout.write(`listening on ${address.address}:${address.port}\n`);
+  if (tls) process.stdout.write(`${tls.fingerprintLine}\n`);
+  if (access.protectedMode) {
+    process.stdout.write(
+      'protected mode: only this machine may connect until accounts exist ' +
+        '(ioe-server users add NAME, then --users FILE) or --public is given\n',
+    );
+  }
   if (server.httpAddress) {
     const web = server.httpAddress;
     logger.info({ door: 'http', ...web }, 'web ready');
-    process.stdout.write(`web on ${webUrl(web.address, web.port)}\n`);
+    const scheme = tls ? 'https' : 'http';
+    process.stdout.write(`web on ${webUrl(scheme, web.address, web.port)}\n`);
   } else if (server.httpOff) {
     process.stdout.write(`web off: ${server.httpOff}; use --http-port\n`);
   }
@@ -169,6 +231,20 @@ async function main(): Promise<void> {
   // End of stdin is not a command: the server may run detached.
   process.stdin.on('error', () => undefined);
 
+  // SIGHUP: the accounts file and the certificate again, each all or nothing.
+  process.on('SIGHUP', () => {
+    void access.reload();
+    if (tls) {
+      tls.reload().then(
+        (context) => {
+          server.setSecureContext(context);
+          logger.info({ fingerprint: tls.fingerprint }, 'certificate reloaded');
+        },
+        (error: unknown) =>
+          logger.error({ err: error }, 'certificate not reloaded; the previous one stays'),
+      );
+    }
+  });
   process.on('SIGTERM', quit);
   process.on('SIGINT', () => {
     if (server.isQuitting && Date.now() - quitStarted >= SECOND_SIGINT_MS) forceQuit();
