@@ -68,9 +68,10 @@ export function uploadSink({ upload, size, expectedSha256 }: UploadSinkOptions):
         );
         return;
       }
-      upload.publish().then((file) => {
+      const sha256 = digest.toString('hex');
+      upload.publish({ sha256 }).then((file) => {
         published = true;
-        sink.receipt = { size, sha256: digest.toString('hex'), published: file };
+        sink.receipt = { size, sha256, published: file };
         callback();
       }, callback);
     },

@@ -20,6 +20,9 @@ const FORCE_EXIT_MS = 900;
 /** One Ctrl-C under npm can deliver SIGINT twice at once; only a later one forces. */
 const SECOND_SIGINT_MS = 500;
 
+// `ioe-server gc --storage s3://…`: the S3 store's clean-up pass (scripts/gc.ts). The S3 modules
+// load only when used: the AWS SDK takes a third of a second to import.
+if (process.argv[2] === 'gc') await (await import('./gc.js')).gcMain(process.argv.slice(3));
 // `ioe-server users add|token|remove|list`: the accounts file (scripts/users.ts).
 if (process.argv[2] === 'users') {
   process.exit(await (await import('./users.js')).runUsersCommand(process.argv.slice(3)));
@@ -28,6 +31,8 @@ if (process.argv[2] === 'users') {
 const program = new Command('ioe-server')
   .description('Serve a media folder (videos, music, pictures) over the IOE protocol v1.')
   .option('--root <dir>', 'media root, created if missing', DEFAULT_OPTIONS.root)
+  .option('--storage <url>', 'serve an S3 bucket instead of --root: s3://bucket[/prefix]')
+  .option('--s3-path-style', 'path-style S3 addressing (RGW on an IP address)', false)
   .option('--host <host>', 'address to bind', DEFAULT_OPTIONS.host)
   .option('--port <port>', 'port; 0 picks a free one', integer(0, 65535), DEFAULT_OPTIONS.port)
   .option(
@@ -73,6 +78,10 @@ const program = new Command('ioe-server')
   .addOption(
     new Option('--log-level <level>', 'log level on stderr').choices(LOG_LEVELS).default('info'),
   )
+  .addHelpText(
+    'after',
+    '\nS3 clean-up pass: ioe-server gc --storage s3://bucket[/prefix] [--s3-path-style]',
+  )
   .showHelpAfterError();
 
 program.parse();
@@ -96,7 +105,12 @@ const opts = program.opts<{
   tlsKey?: string;
   tlsSelfSigned?: string;
   tlsMin: '1.2' | '1.3';
+  storage?: string;
+  s3PathStyle: boolean;
 }>();
+if (opts.storage !== undefined && program.getOptionValueSource('root') === 'cli') {
+  program.error('error: --root and --storage name two libraries; give one');
+}
 
 const logger = createLogger(opts.logLevel);
 
@@ -146,7 +160,19 @@ async function main(): Promise<void> {
   for (const warning of access.startWarnings()) logger.warn(warning);
   if (opts.readOnly) logger.warn('--read-only: every account may read at most');
   const tls = await tlsSetup();
+  // An S3 bucket (many replicas may serve it) instead of the local folder: AWS_* variables.
+  const s3 = opts.storage === undefined ? undefined : await import('../lib/s3-storage.js');
+  const storage =
+    opts.storage === undefined || !s3
+      ? undefined
+      : await s3.S3Storage.open(opts.storage, {
+          ...s3.s3OptionsFromEnv(),
+          overwrite: opts.overwrite,
+          pathStyle: opts.s3PathStyle,
+          log: logger,
+        });
   const server = await MediaServer.create({
+    storage,
     root: opts.root,
     host: opts.host,
     port: opts.port,
@@ -165,7 +191,7 @@ async function main(): Promise<void> {
     logger,
   });
   const address = await server.listen();
-  logger.info({ root: opts.root, ...address }, 'ready');
+  logger.info({ root: opts.storage ?? opts.root, ...address }, 'ready');
   process.stdout.write(`listening on ${address.address}:${address.port}\n`);
   if (tls) process.stdout.write(`${tls.fingerprintLine}\n`);
   if (access.protectedMode) {
