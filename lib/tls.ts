@@ -37,7 +37,6 @@ import {
   type TLSSocket,
   type TlsOptions,
 } from 'node:tls';
-import { generate } from 'selfsigned';
 
 export type TlsMinVersion = 'TLSv1.2' | 'TLSv1.3';
 export const TLS_MIN_VERSIONS: readonly TlsMinVersion[] = ['TLSv1.2', 'TLSv1.3'];
@@ -392,6 +391,9 @@ async function newCertificate(key: Buffer, hosts: readonly string[], now: number
   const names = certificateNames(hosts);
   // An hour back, so a client whose clock is a little behind does not see it as not yet valid.
   const notBeforeDate = new Date(now - 3_600_000);
+  // Loaded only to make a certificate: it and its X.509 libraries cost a tenth of a second and
+  // a few MiB at every start otherwise.
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: 'ioe-server' }], {
     keyType: 'ec',
     curve: 'P-256',
