@@ -19,6 +19,7 @@ import { errorBody, httpStatus, type HttpErrorCode } from '../lib/http-errors.js
 import { IdleTimer } from '../lib/limits.js';
 import type { WebAssets } from '../lib/web-assets.js';
 import { cutAfter, type Door, type DoorContext } from './door.js';
+import { Listeners } from './listeners.js';
 import { HttpError, HttpRequestHandler } from './http-request.js';
 
 /** Headers must be complete within the idle timeout, and never more than this. */
@@ -56,7 +57,7 @@ function rawAnswer(code: HttpErrorCode, message: string): string {
 export class HttpDoor implements Door {
   private readonly context: DoorContext;
   private readonly assets?: WebAssets;
-  private readonly server: Server;
+  private readonly listeners: Listeners<Server>;
   private handler?: HttpRequestHandler;
   /** Sockets over the connection limit: their first request is answered BUSY. */
   private readonly refused = new WeakSet<Socket>();
@@ -75,65 +76,70 @@ export class HttpDoor implements Door {
       keepAliveTimeout: idleMs,
       noDelay: true,
     };
-    // With TLS the door speaks HTTPS only (implicit TLS); https.Server cuts failed handshakes.
-    this.server = context.tls
-      ? createHttpsServer({ ...options, ...context.tls.serverOptions('http') })
-      : createServer(options);
-    // Limits and idle timers count a socket from its first byte: the raw connection.
+    // Limits and idle timers count a socket once it speaks HTTP (after TLS, with TLS).
     const connectionEvent = context.tls ? 'secureConnection' : 'connection';
-    this.server.on(connectionEvent, (socket: Socket) => this.accept(socket));
-    this.server.on('request', (req: IncomingMessage, res: ServerResponse) =>
-      this.request(req, res, false),
-    );
-    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
-      this.request(req, res, true),
-    );
-    this.server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) =>
-      this.clientError(error, socket),
-    );
+    this.listeners = new Listeners<Server>(() => {
+      // With TLS the door speaks HTTPS only (implicit TLS); https.Server cuts failed handshakes.
+      const server: Server = context.tls
+        ? createHttpsServer({ ...options, ...context.tls.serverOptions('http') })
+        : createServer(options);
+      server.on(connectionEvent, (socket: Socket) => this.accept(socket));
+      server.on('request', (req: IncomingMessage, res: ServerResponse) =>
+        this.request(req, res, false),
+      );
+      server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) =>
+        this.request(req, res, true),
+      );
+      server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) =>
+        this.clientError(error, socket),
+      );
+      return server;
+    });
+  }
+
+  /** Closes the idle keep-alive connections of every listening socket (QUIT). */
+  private closeIdleConnections(): void {
+    for (const server of this.listeners.servers) server.closeIdleConnections();
   }
 
   /** SIGHUP: a new certificate for new connections; open ones keep theirs. */
   setSecureContext(options: SecureContextOptions): void {
-    (this.server as unknown as import('node:tls').Server).setSecureContext(options);
+    for (const server of this.listeners.servers) {
+      (server as unknown as import('node:tls').Server).setSecureContext(options);
+    }
   }
 
   get connectionCount(): number {
     return this.open.size;
   }
 
-  listen(port: number, host: string): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        this.server.on('error', (error) =>
-          this.context.log.error({ err: error, door: 'http' }, 'listener error'),
-        );
-        const address = this.server.address() as AddressInfo;
-        this.handler = new HttpRequestHandler({
-          context: this.context,
-          assets: this.assets,
-          allowedHosts: LOOPBACK.test(host) ? loopbackHosts(address.port) : undefined,
-          scheme: this.context.tls ? 'https' : 'http',
-          onRequest: (record) => this.context.log.info({ door: 'http', ...record }, 'request'),
-          onFault: (error) =>
-            this.context.log.error({ err: error, door: 'http' }, 'internal fault'),
-        });
-        resolve(address);
-      });
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    const address = await this.listeners.listen(port, host);
+    for (const server of this.listeners.servers) {
+      server.on('error', (error) =>
+        this.context.log.error({ err: error, door: 'http' }, 'listener error'),
+      );
+    }
+    this.handler = new HttpRequestHandler({
+      context: this.context,
+      assets: this.assets,
+      allowedHosts: LOOPBACK.test(host) ? loopbackHosts(address.port) : undefined,
+      scheme: this.context.tls ? 'https' : 'http',
+      onRequest: (record) => this.context.log.info({ door: 'http', ...record }, 'request'),
+      onFault: (error) => this.context.log.error({ err: error, door: 'http' }, 'internal fault'),
     });
+    return address;
   }
 
   /** QUIT: stop accepting, close idle keep-alive connections; the rest after their response. */
   /** FORCEQUIT: stop accepting; the server destroys the sockets. */
   stop(): void {
-    this.server.close();
+    void this.listeners.close();
   }
 
   shutdown(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    const closed = this.listeners.close();
+    this.closeIdleConnections();
     return closed;
   }
 
@@ -188,7 +194,7 @@ export class HttpDoor implements Door {
       res.shouldKeepAlive = false;
     }
     res.once('finish', () => {
-      if (this.context.isQuitting()) this.server.closeIdleConnections();
+      if (this.context.isQuitting()) this.closeIdleConnections();
     });
     this.handler.handle(req, res, expectsContinue);
   }

@@ -5,7 +5,13 @@
  * closed without a reply; the idle timer asks the router to time out.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import {
+  createServer as createTlsServer,
+  type SecureContextOptions,
+  type Server as TlsServer,
+  type TLSSocket,
+} from 'node:tls';
+import { Listeners } from './listeners.js';
 import { cutFailedHandshakes } from '../lib/tls.js';
 import { ProtocolError } from '../lib/errors.js';
 import { IdleTimer } from '../lib/limits.js';
@@ -16,7 +22,7 @@ import { linger, type Door, type DoorContext } from './door.js';
 
 export class TcpDoor implements Door {
   private readonly context: DoorContext;
-  private readonly server: Server;
+  private readonly listeners: Listeners<Server>;
   private readonly routers = new Set<CommandRouter>();
 
   constructor(context: DoorContext) {
@@ -24,7 +30,8 @@ export class TcpDoor implements Door {
     // allowHalfOpen: a client that sends its commands and then shuts its side still gets
     // every reply before we close ours.
     const options = { allowHalfOpen: true, noDelay: true };
-    if (context.tls) {
+    this.listeners = new Listeners(() => {
+      if (!context.tls) return createServer(options, (socket) => this.accept(socket));
       const server = createTlsServer(
         { ...options, ...context.tls.serverOptions('tcp') },
         (socket) => this.accept(socket),
@@ -32,41 +39,34 @@ export class TcpDoor implements Door {
       cutFailedHandshakes(server, (error, socket) =>
         context.log.debug({ door: 'tcp', peer: socket.remoteAddress, err: error }, 'handshake'),
       );
-      this.server = server;
-    } else {
-      this.server = createServer(options, (socket) => this.accept(socket));
-    }
+      return server;
+    });
   }
 
   /** SIGHUP: a new certificate for new connections; open ones keep theirs. */
-  setSecureContext(options: Parameters<import('node:tls').Server['setSecureContext']>[0]): void {
-    (this.server as import('node:tls').Server).setSecureContext(options);
+  setSecureContext(options: SecureContextOptions): void {
+    for (const server of this.listeners.servers) (server as TlsServer).setSecureContext(options);
   }
 
   get connectionCount(): number {
     return this.routers.size;
   }
 
-  listen(port: number, host: string): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        this.server.on('error', (error) =>
-          this.context.log.error({ err: error }, 'listener error'),
-        );
-        resolve(this.server.address() as AddressInfo);
-      });
-    });
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    const address = await this.listeners.listen(port, host);
+    for (const server of this.listeners.servers) {
+      server.on('error', (error) => this.context.log.error({ err: error }, 'listener error'));
+    }
+    return address;
   }
 
   /** FORCEQUIT: stop accepting; the server destroys the sockets. */
   stop(): void {
-    this.server.close();
+    void this.listeners.close();
   }
 
   shutdown(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = this.listeners.close();
     for (const router of this.routers) router.shutdown();
     return closed;
   }

@@ -1,0 +1,75 @@
+/**
+ * One door's port, served by several listening sockets where Node can share a port
+ * (SO_REUSEPORT, `listen({ reusePort })`, Node 22.12 and later). libuv accepts one connection
+ * per listening socket per turn of the event loop, and a turn of a busy server serves every
+ * ready connection first: 200 clients connecting at once to a server busy with 200 others
+ * waited up to seconds for their turn. With several sockets on the port the kernel spreads new
+ * connections over them, and each turn accepts one per socket. On an older Node, one socket.
+ *
+ * A port another process holds is refused as before (EADDRINUSE): the port is first bound
+ * without SO_REUSEPORT, then released and bound again by the set. Only a process of the same
+ * user binding it in between, with SO_REUSEPORT itself, could share it.
+ */
+import type { AddressInfo, Server } from 'node:net';
+import { createServer } from 'node:net';
+
+/** Listening sockets per door where the port can be shared. */
+export const LISTENERS_PER_DOOR = 4;
+
+function reusePortSupported(): boolean {
+  const [major, minor] = process.versions.node.split('.').map(Number);
+  return major > 22 || (major === 22 && minor >= 12);
+}
+
+function listenOnce(
+  server: Server,
+  options: { port: number; host: string; reusePort?: boolean },
+): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+export class Listeners<S extends Server> {
+  readonly servers: S[] = [];
+  private readonly make: () => S;
+  private readonly count: number;
+
+  /** `make` creates one server with every listener the door needs attached. */
+  constructor(make: () => S, count = reusePortSupported() ? LISTENERS_PER_DOOR : 1) {
+    this.make = make;
+    this.count = count;
+  }
+
+  /** Binds the port (0: a free one); rejects as a single listen would. */
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    if (this.count === 1) {
+      const server = this.make();
+      const address = await listenOnce(server, { port, host });
+      this.servers.push(server);
+      return address;
+    }
+    // Claim the port alone first: taken by anyone, it fails here as it would without sharing.
+    const probe = createServer();
+    const claimed = await listenOnce(probe, { port, host });
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    let address: AddressInfo | undefined;
+    for (let i = 0; i < this.count; i++) {
+      const server = this.make();
+      address = await listenOnce(server, { port: claimed.port, host, reusePort: true });
+      this.servers.push(server);
+    }
+    return address!;
+  }
+
+  /** Stops accepting on every socket; `closed` when they and their connections are gone. */
+  close(): Promise<void> {
+    return Promise.all(
+      this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
+    ).then(() => undefined);
+  }
+}
