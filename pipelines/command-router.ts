@@ -26,6 +26,7 @@ import {
 import { isValidAccountName } from '../lib/accounts.js';
 import type { Frame, LineFrame } from './frame-splitter.js';
 import { catalogFormatter } from './catalog-formatter.js';
+import { writeThen } from '../lib/backpressure.js';
 import { download } from './download.js';
 import { uploadIntake, type UploadIntake } from './upload-intake.js';
 
@@ -489,18 +490,8 @@ export class CommandRouter extends Transform {
       if (inbound.left > 0) callback();
       else this.completeWrite(inbound).then(() => callback(), callback);
     };
-    const intake = inbound.intake;
-    if (!intake || intake.write(chunk)) {
-      next();
-      return;
-    }
-    const resume = (): void => {
-      intake.off('drain', resume);
-      intake.off('close', resume);
-      next();
-    };
-    intake.on('drain', resume);
-    intake.on('close', resume);
+    if (inbound.intake) writeThen(inbound.intake, chunk, next);
+    else next(); // the payload of a WRITE refused before its name was known: dropped
   }
 
   /** The payload is all here: publish (or finish draining) and reply. */

@@ -13,6 +13,7 @@ import { ProtocolError } from '../lib/errors.js';
 import type { HashCache } from '../lib/hash-cache.js';
 import { checkName } from '../lib/media-names.js';
 import type { Storage } from '../lib/storage.js';
+import { writeThen } from '../lib/backpressure.js';
 import { uploadSink, type UploadReceipt, type UploadSink } from './upload-sink.js';
 
 /** Who may write where (lib/access.ts, bound to the client): each throws its refusal. */
@@ -91,18 +92,8 @@ export async function uploadIntake(options: UploadIntakeOptions): Promise<Upload
     new Writable({
       write(chunk: Buffer, _encoding, callback) {
         intake.received += chunk.length;
-        const target = sink;
-        if (!target || target.write(chunk)) {
-          callback();
-          return;
-        }
-        const resume = (): void => {
-          target.off('drain', resume);
-          target.off('close', resume);
-          callback();
-        };
-        target.on('drain', resume);
-        target.on('close', resume);
+        if (sink) writeThen(sink, chunk, callback);
+        else callback(); // refused: dropped
       },
       final(callback) {
         ending = true;

@@ -17,6 +17,7 @@ import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Cancelled, HiddenLineReader, readOneLine } from '../lib/terminal-input.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import {
@@ -39,7 +40,6 @@ interface GlobalOptions {
 }
 
 /** Ctrl-C or Ctrl-D at the password prompt: exit 130, as for an interrupt. */
-class Cancelled extends Error {}
 
 function port(value: string): number {
   const parsed = Number(value);
@@ -53,88 +53,22 @@ function usesTls(options: GlobalOptions): boolean {
   return Boolean(options.tls || options.ca !== undefined || options.fingerprint !== undefined);
 }
 
-/**
- * A line typed on the terminal in raw mode, nothing echoed: Enter ends it, Backspace erases,
- * Ctrl-U clears, Ctrl-C (or Ctrl-D on an empty line) cancels.
- */
-function promptHidden(prompt: string): Promise<string> {
-  const input = process.stdin;
-  return new Promise((resolve, reject) => {
-    let line = '';
-    const finish = (cancelled: boolean): void => {
-      input.off('data', onData);
-      input.off('end', onEnd);
-      input.setRawMode(false);
-      input.pause();
-      process.stderr.write('\n');
-      if (cancelled) reject(new Cancelled('cancelled'));
-      else resolve(line);
-    };
-    const onData = (chunk: string): void => {
-      for (const char of chunk) {
-        if (char === '\r' || char === '\n') return finish(false);
-        if (char === '\u0003' || (char === '\u0004' && line === '')) return finish(true);
-        if (char === '\u007f' || char === '\b') line = [...line].slice(0, -1).join('');
-        else if (char === '\u0015') line = '';
-        else if (char >= ' ') line += char;
-      }
-    };
-    const onEnd = (): void => finish(true);
-    // No echo before the prompt shows: what is typed as soon as it does must not appear.
-    input.setRawMode(true);
-    process.stderr.write(prompt);
-    input.setEncoding('utf8');
-    input.on('data', onData);
-    input.once('end', onEnd);
-    input.resume();
-  });
-}
-
-/** The first line of stdin (without `\n` or `\r\n`), or undefined when stdin is empty. */
-function readStdinLine(): Promise<string | undefined> {
-  const input = process.stdin;
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const finish = (line: string | undefined): void => {
-      input.off('data', onData);
-      input.off('end', onEnd);
-      input.off('error', reject);
-      input.pause();
-      // A pipe the writer keeps open must not keep this process alive.
-      (input as { unref?: () => void }).unref?.();
-      resolve(line?.replace(/\r$/, ''));
-    };
-    const onData = (chunk: Buffer): void => {
-      const newline = chunk.indexOf(0x0a);
-      if (newline < 0) {
-        chunks.push(chunk);
-        return;
-      }
-      chunks.push(chunk.subarray(0, newline));
-      finish(Buffer.concat(chunks).toString('utf8'));
-    };
-    const onEnd = (): void => {
-      const all = Buffer.concat(chunks);
-      finish(all.length === 0 ? undefined : all.toString('utf8'));
-    };
-    input.on('data', onData);
-    input.once('end', onEnd);
-    input.once('error', reject);
-    input.resume();
-  });
-}
-
 /** The password for `--user`: `--password-stdin`, IOE_PASSWORD, or the terminal. */
 async function password(options: GlobalOptions, user: string): Promise<string> {
   const fromEnv = process.env.IOE_PASSWORD;
   let typed: string | undefined;
   if (options.passwordStdin) {
-    typed = await readStdinLine();
+    typed = await readOneLine(process.stdin);
     if (typed === undefined) throw new Error('--password-stdin: nothing on stdin');
   } else if (fromEnv) {
     typed = fromEnv;
   } else if (process.stdin.isTTY) {
-    typed = await promptHidden(`password for ${user} at ${options.host}:${options.port}: `);
+    const reader = new HiddenLineReader(process.stdin, process.stderr);
+    try {
+      typed = await reader.next(`password for ${user} at ${options.host}:${options.port}: `);
+    } finally {
+      reader.close();
+    }
   } else {
     throw new Error(
       `no password for ${user}: set IOE_PASSWORD, pass --password-stdin, or run ioe on a terminal`,
