@@ -6,8 +6,9 @@
  *
  * A `ChunkPool` is one connection's: stores read chunks into memory it takes, and the door
  * calls `free(chunk)` from the socket's write callback for that chunk, when the kernel has the
- * bytes. Freed memory goes to the server's `BufferShelf`, where any connection's next chunk of
- * that size finds it. Only memory a pool lent comes back: a store may bring its own buffers,
+ * bytes. A download in progress reuses a few freed buffers of its own; the rest, and all of
+ * them when it ends, go to the server's `BufferShelf`, where any connection's next chunk of
+ * that size finds them. Only memory a pool lent comes back: a store may bring its own buffers,
  * and reply lines come from Node's shared pool.
  */
 
@@ -51,30 +52,54 @@ export class BufferShelf {
 
 export class ChunkPool {
   private readonly shelf: BufferShelf;
+  private readonly keep: number;
+  /** Freed memory this connection keeps for its own download in progress. */
+  private readonly spare: ArrayBuffer[] = [];
+  /** A download is in progress (between its first `take` and `release`). */
+  private active = false;
   /** Memory this pool lent and that has not come back: only that may come back, once. */
   private readonly lent = new WeakSet<ArrayBuffer>();
 
-  /** @param shelf the server's; a pool of its own when alone (tests, a single download). */
-  constructor(shelf = new BufferShelf()) {
+  /**
+   * @param shelf the server's; a shelf of its own when alone (tests, a single download)
+   * @param keep freed buffers a download in progress keeps for itself: a slow reader's
+   *   chunks are then the same few buffers over and over, not garbage for the collector
+   */
+  constructor(shelf = new BufferShelf(), keep = 4) {
     this.shelf = shelf;
+    this.keep = keep;
   }
 
-  /** A buffer of exactly `size` bytes, on memory from the shelf when it has some. */
+  /** A buffer of exactly `size` bytes: on this download's own freed memory, the shelf's, or new. */
   take(size: number): Buffer {
+    this.active = true;
+    const index = this.spare.findIndex((memory) => memory.byteLength >= size);
     // Not from Node's shared pool: each chunk must own its memory to be reused alone.
-    const memory = this.shelf.take(size) ?? new ArrayBuffer(roundUp(size));
+    const memory =
+      index >= 0
+        ? this.spare.splice(index, 1)[0]
+        : (this.shelf.take(size) ?? new ArrayBuffer(roundUp(size)));
     this.lent.add(memory);
     return Buffer.from(memory, 0, size);
   }
 
   /**
-   * `chunk` (or a view of memory from `take`) has been sent: its memory may be reused. Memory
-   * the pool did not lend, or that came back already, is ignored.
+   * `chunk` (or a view of memory from `take`) has been sent: its memory may be reused, by this
+   * download or, past `keep` or once it has ended, by any. Memory the pool did not lend, or
+   * that came back already, is ignored.
    */
   free(chunk: Buffer): void {
     const memory = chunk.buffer as ArrayBuffer;
     if (!this.lent.has(memory)) return;
     this.lent.delete(memory);
-    this.shelf.put(memory);
+    if (this.active && this.spare.length < this.keep) this.spare.push(memory);
+    else this.shelf.put(memory);
+  }
+
+  /** The download is over: its spare memory goes to the shelf, so an idle connection holds none. */
+  release(): void {
+    this.active = false;
+    for (const memory of this.spare) this.shelf.put(memory);
+    this.spare.length = 0;
   }
 }

@@ -101,6 +101,7 @@ async function* chunksOf(
     if (sent !== length) throw new ShrunkError(sent, length);
   } finally {
     leave?.();
+    pool?.release();
     source.destroy();
   }
 }

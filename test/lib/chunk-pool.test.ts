@@ -9,7 +9,9 @@ t.test('freed memory is reused for the next chunk of that size, on any pool', as
   const first = a.take(65536);
   t.equal(first.length, 65536);
   a.free(first);
-  t.equal(shelf.size, 65536, 'on the shelf once sent');
+  t.equal(shelf.size, 0, 'kept by its own download while it runs');
+  a.release();
+  t.equal(shelf.size, 65536, 'on the shelf once the download is over');
   const again = b.take(65536);
   t.equal(again.buffer, first.buffer, "another connection's next chunk takes that memory");
   t.equal(shelf.size, 0);
@@ -45,7 +47,8 @@ t.test(
     const memory = pool.take(65536 + 16);
     const chunk = memory.subarray(16);
     const whole = Buffer.from(chunk.buffer, chunk.byteOffset - 16, chunk.length + 16);
-    pool.free(whole);
+    pool.release();
+    pool.free(whole); // sent after its download ended: straight to the shelf
     t.equal(shelf.size, memory.buffer.byteLength);
   },
 );
@@ -59,6 +62,21 @@ t.test('sizes share a shelf by whole pages; the shelf has a cap', async (t) => {
   pool.free(odd);
   t.equal(pool.take(8000).buffer, odd.buffer, 'a size in the same pages takes it');
   const chunks = [pool.take(8192), pool.take(8192), pool.take(8192), pool.take(8192)];
+  pool.release();
   for (const chunk of chunks) pool.free(chunk);
   t.equal(shelf.size, 3 * 8192, 'past the cap, memory is let go');
+});
+
+t.test('a download in progress reuses its own few buffers; past them, the shelf', async (t) => {
+  const shelf = new BufferShelf();
+  const pool = new ChunkPool(shelf, 2);
+  const chunks = [pool.take(4096), pool.take(4096), pool.take(4096)];
+  for (const chunk of chunks) pool.free(chunk);
+  t.equal(shelf.size, 4096, 'two kept, the third shelved');
+  t.equal(pool.take(4096).buffer, chunks[0].buffer, 'its own first');
+  t.equal(pool.take(4096).buffer, chunks[1].buffer);
+  t.equal(pool.take(4096).buffer, chunks[2].buffer, 'then the shelf');
+  t.equal(shelf.size, 0);
+  pool.release();
+  t.equal(shelf.size, 0, 'nothing spare to give back: all three are in use');
 });
