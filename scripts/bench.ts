@@ -1,17 +1,18 @@
 #!/usr/bin/env node
 /**
- * The IOE benchmark (issue 4): the server against its baselines, interleaved round by round on
- * the loopback. Prints the machine, a table of medians, min–max and ratios on stdout, the
- * targets it checks, and writes every sample as JSON and a chart as SVG under --out.
+ * The IOE benchmark (issue 4): the server against its baselines (raw-node, the Python
+ * reference, nginx), interleaved round by round on the loopback. Prints the machine, a table of
+ * medians, min–max and ratios on stdout, the targets it checks, and writes every sample as JSON
+ * and a chart as SVG under --out.
  *
  *   npm run bench                   # full run
- *   npm run bench -- --quick        # smoke run, under 2 minutes
+ *   npm run bench -- --quick        # smoke run, under 2.5 minutes
  *   npm run bench -- --only read,write --rounds 7
  *   npm run bench -- --only small,http-small --load-seconds 10
+ *   npm run bench -- --node /path/to/node24   # IOE and raw-node on another Node
  *
  * Progress goes to stderr. Fixtures live under --dir (default /tmp/ioe-bench), never in the repo.
  */
-import { Command, InvalidArgumentError } from 'commander';
 import { arch, cpus, loadavg, platform, release, totalmem } from 'node:os';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -25,7 +26,17 @@ import {
   smallName,
   warmPageCache,
 } from './bench/fixtures.js';
-import { findExecutable, nginxVersion, openFilesLimit, wrkVersion } from './bench/proc.js';
+import { benchProgram, type BenchOptions } from './bench/options.js';
+import {
+  PYTHON_REFERENCE,
+  findExecutable,
+  findPython,
+  nginxVersion,
+  nodeBinary,
+  openFilesLimit,
+  pythonVersion,
+  wrkVersion,
+} from './bench/proc.js';
 import {
   SCENARIOS,
   fixturesNeeded,
@@ -47,48 +58,27 @@ import {
   type TargetCheck,
 } from './bench/stats.js';
 
-function positive(value: string): number {
-  if (!/^[1-9][0-9]*$/.test(value)) throw new InvalidArgumentError('not a positive whole number');
-  return Number(value);
+const program = benchProgram(SCENARIOS.map((s) => s.id));
+program.parse();
+const opts = program.opts<BenchOptions>();
+
+/** The Node binary of the servers (--node), checked before anything runs. */
+function serverNode(): { path: string; version: string } {
+  try {
+    return nodeBinary(opts.node ?? process.execPath);
+  } catch (error) {
+    return program.error((error as Error).message, { exitCode: 2 });
+  }
 }
 
-const program = new Command('bench')
-  .description('Benchmark the IOE server against raw-node and nginx baselines on 127.0.0.1.')
-  .option('--quick', 'smoke run: small files, 3 rounds, fewer clients (under 2 minutes)', false)
-  .option('--rounds <n>', 'measured rounds after the warm-up (default 5; 3 with --quick)', positive)
-  .option('--out <dir>', 'where the JSON samples and the SVG chart go', 'bench-results')
-  .option('--dir <dir>', 'bench dir for fixtures, logs and scratch files', '/tmp/ioe-bench')
-  .option(
-    '--only <ids>',
-    `scenarios to run, comma-separated: ${SCENARIOS.map((s) => s.id).join(',')}`,
-  )
-  .option('--no-nginx', 'skip the nginx baseline even if nginx is installed')
-  .option('--no-wrk', 'skip the wrk cross-check of the many-small load generator')
-  .option(
-    '--load-seconds <n>',
-    'seconds each many-small measurement runs (default 5; 1 with --quick)',
-    positive,
-  )
-  .option('--load-workers <n>', 'processes of the many-small load generator', positive, 2)
-  .showHelpAfterError();
-program.parse();
-const opts = program.opts<{
-  quick: boolean;
-  rounds?: number;
-  out: string;
-  dir: string;
-  only?: string;
-  nginx: boolean;
-  wrk: boolean;
-  loadSeconds?: number;
-  loadWorkers: number;
-}>();
-
-function configFor(): BenchConfig {
+function configFor(node: string): BenchConfig {
   const nginx = opts.nginx ? findExecutable('nginx') : undefined;
   const wrk = opts.wrk ? findExecutable('wrk') : undefined;
+  const python = opts.python ? findPython() : undefined;
   const common = {
     dir: resolve(opts.dir),
+    node,
+    python,
     nginx,
     wrk,
     wrkThreads: 2,
@@ -169,6 +159,7 @@ async function prepare(ctx: Context, ids: string[]): Promise<void> {
   const need = fixturesNeeded(ids);
   await mkdir(p.logs, { recursive: true });
   await mkdir(p.rawUploads, { recursive: true });
+  await mkdir(p.pythonUploads, { recursive: true });
   const made = (what: string, fresh: boolean) => log(`  ${what}: ${fresh ? 'made' : 'reused'}`);
   if (need.big) {
     made(`${p.bigName} (${config.bigBytes / MiB} MiB)`, await ensureFile(p.big, config.bigBytes));
@@ -230,11 +221,24 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
       );
     }
   };
-  if (ran('read')) checks.push(atLeast('READ MB/s vs raw-node', ratioOf('read', 'mb_s'), 0.9));
-  if (ran('write')) checks.push(atLeast('WRITE MB/s vs raw-node', ratioOf('write', 'mb_s'), 0.9));
+  /** Faster than the Python reference (a thread per connection), where it ran. */
+  const python = (scenario: string, metric: string, label: string) => {
+    if (ran(scenario, 'python')) {
+      checks.push(atLeast(`${label} vs python`, ratioOf(scenario, metric, 'python'), 1));
+    }
+  };
+  if (ran('read')) {
+    checks.push(atLeast('READ MB/s vs raw-node', ratioOf('read', 'mb_s'), 0.9));
+    python('read', 'mb_s', 'READ MB/s');
+  }
+  if (ran('write')) {
+    checks.push(atLeast('WRITE MB/s vs raw-node', ratioOf('write', 'mb_s'), 0.9));
+    python('write', 'mb_s', 'WRITE MB/s');
+  }
   if (ran('small')) {
     instrument('small');
     checks.push(atLeast('many-small ops/s vs raw-node', ratioOf('small', 'ops_s'), 0.8));
+    python('small', 'ops_s', 'many-small ops/s');
     checks.push(below('many-small errors (all rounds)', total('small', 'ioe', 'errors'), 1, ''));
   }
   if (ran('list')) {
@@ -283,7 +287,8 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
 
 async function main(): Promise<void> {
   const started = new Date();
-  const config = configFor();
+  const node = serverNode();
+  const config = configFor(node.path);
   const ids = parseOnly(
     opts.only,
     SCENARIOS.map((s) => s.id),
@@ -300,6 +305,11 @@ async function main(): Promise<void> {
   head.push(
     `node ${info.node}, ${info.platform}, ${info.cpus} × ${info.cpuModel}, ${info.memoryGiB} GiB RAM`,
   );
+  head.push(
+    `servers' node (ioe, raw-node): ${node.version} (${node.path})` +
+      (opts.node ? ' from --node' : ', the bench’s own') +
+      `; the bench and its load generator: ${info.node}`,
+  );
   const load = loadavg()
     .map((x) => x.toFixed(2))
     .join(' ');
@@ -313,6 +323,13 @@ async function main(): Promise<void> {
   else if (!opts.nginx) head.push('nginx: skipped (--no-nginx)');
   else
     head.push('nginx: not found, its baseline is skipped; install it with: apt-get install nginx');
+  if (config.python) {
+    head.push(
+      `python: ${pythonVersion(config.python)} (${config.python}), the thread-per-connection ` +
+        `reference ${PYTHON_REFERENCE}`,
+    );
+  } else if (!opts.python) head.push('python: skipped (--no-python)');
+  else head.push('python: python3 not found, the Python reference is skipped');
   if (config.wrk)
     head.push(`wrk: ${wrkVersion(config.wrk)} (${config.wrk}), ${config.wrkThreads} threads`);
   else if (!opts.wrk) head.push('wrk: skipped (--no-wrk)');
@@ -380,8 +397,10 @@ async function main(): Promise<void> {
         finishedAt: finished.toISOString(),
         machine: {
           ...info,
+          serverNode: node,
           openFilesLimit: limit,
           nginx: config.nginx && nginxVersion(config.nginx),
+          python: config.python && pythonVersion(config.python),
         },
         config,
         scenarios: ran.map(({ id, title, subject, peers, metrics }) => ({
@@ -400,7 +419,7 @@ async function main(): Promise<void> {
       2,
     ) + '\n',
   );
-  const title = `IOE benchmark ${started.toISOString()} (${config.quick ? 'quick' : 'full'}, ${config.rounds} rounds) — node ${info.node}, ${info.cpus} CPUs`;
+  const title = `IOE benchmark ${started.toISOString()} (${config.quick ? 'quick' : 'full'}, ${config.rounds} rounds) — servers on node ${node.version}, ${info.cpus} CPUs`;
   await writeFile(svgPath, await renderChart(ran, ctx.samples, title));
   console.log(`\nsamples: ${jsonPath}\nchart:   ${svgPath}`);
   console.log(

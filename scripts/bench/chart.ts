@@ -54,7 +54,7 @@ export function chartSpec(points: Point[], title: string): TopLevelSpec {
               field: 'peer',
               type: 'nominal',
               title: null,
-              sort: ['ioe', 'raw-node', 'raw-node+sha256', 'nginx'],
+              sort: ['ioe', 'raw-node', 'raw-node+sha256', 'python', 'nginx'],
             },
             y: { aggregate: 'median', field: 'value', type: 'quantitative', title: null },
             color: { field: 'peer', type: 'nominal', legend: null },
@@ -66,7 +66,7 @@ export function chartSpec(points: Point[], title: string): TopLevelSpec {
             x: {
               field: 'peer',
               type: 'nominal',
-              sort: ['ioe', 'raw-node', 'raw-node+sha256', 'nginx'],
+              sort: ['ioe', 'raw-node', 'raw-node+sha256', 'python', 'nginx'],
             },
             y: { field: 'value', type: 'quantitative' },
           },

@@ -1,19 +1,54 @@
 /**
- * Child processes of the benchmark: the IOE server, the raw-node baseline and nginx, each
- * started on a free loopback port and stopped by its pid; plus their memory from /proc: the
- * kernel's own peak (VmHWM) and current RSS (VmRSS) of the server's whole process tree.
+ * Child processes of the benchmark: the IOE server, the raw-node baseline, the Python reference
+ * and nginx, each started on a free loopback port and stopped by its pid; plus their memory
+ * and CPU time from /proc: the kernel's own peak (VmHWM) and current RSS (VmRSS), and the
+ * utime + stime, of the server's whole process tree.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer, connect, type AddressInfo } from 'node:net';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kibToMib, parseStatusKb } from './stats.js';
 import { HOST } from './wire.js';
 
-export const SERVER_JS = fileURLToPath(new URL('../server.js', import.meta.url));
-export const RAW_NODE_JS = fileURLToPath(new URL('./raw-node-server.js', import.meta.url));
+/**
+ * A compiled script under dist/scripts/: beside this module when it runs compiled, and still
+ * the compiled one when the tests load this module as TypeScript (`npm test` builds first).
+ */
+function compiled(path: string): string {
+  return fileURLToPath(
+    import.meta.url.endsWith('.ts')
+      ? new URL(`../../dist/scripts/${path}`, import.meta.url)
+      : new URL(`../${path}`, import.meta.url),
+  );
+}
+
+export const SERVER_JS = compiled('server.js');
+export const RAW_NODE_JS = compiled('bench/raw-node-server.js');
+
+/**
+ * The package's root: the nearest folder above this module with a package.json (the same
+ * from scripts/bench/ under the tests' loader and from dist/scripts/bench/ compiled).
+ */
+export function packageRoot(from = fileURLToPath(import.meta.url)): string {
+  let dir = dirname(from);
+  for (let i = 0; i < 20; i++) {
+    try {
+      accessSync(join(dir, 'package.json'), constants.R_OK);
+      return dir;
+    } catch {
+      const up = dirname(dir);
+      if (up === dir) break;
+      dir = up;
+    }
+  }
+  throw new Error(`no package.json above ${from}`);
+}
+
+/** The Python reference server: a source file, never compiled, so not under dist/. */
+export const PYTHON_REFERENCE = join(packageRoot(), 'scripts', 'bench', 'python-reference.py');
 
 export interface Running {
   name: string;
@@ -182,18 +217,18 @@ export function parseListening(
 }
 
 /**
- * Starts a node script that prints `listening on HOST:PORT` (and, with `wantHttp`, IOE's
- * `web on http://HOST:PORT/`); resolves with its ports.
+ * Starts a server (`command args…`: a node or python script) that prints `listening on
+ * HOST:PORT` (and, with `wantHttp`, IOE's `web on http://HOST:PORT/`); resolves with its ports.
  */
 async function startListening(
   name: string,
-  script: string,
+  command: string,
   args: string[],
   logFile: string,
   wantHttp = false,
 ): Promise<Running> {
   const log = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', log] });
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', log] });
   closeSync(log);
   const ports = await new Promise<{ port: number; httpPort?: number }>((resolve, reject) => {
     let out = '';
@@ -225,19 +260,125 @@ async function startListening(
   return { name, ...ports, pid: child.pid!, stop: () => stopChild(child) };
 }
 
-/** The IOE server (compiled), TCP and HTTP doors on free ports, logging to `logFile`. */
-export function startIoe(root: string, logFile: string, extra: string[] = []): Promise<Running> {
+/**
+ * The IOE server (compiled) run by the Node binary `node`, TCP and HTTP doors on free ports,
+ * logging to `logFile`.
+ */
+export function startIoe(
+  node: string,
+  root: string,
+  logFile: string,
+  extra: string[] = [],
+): Promise<Running> {
   return startListening(
     'ioe',
-    SERVER_JS,
-    ['--port', '0', '--http-port', '0', '--host', HOST, '--root', root, ...extra],
+    node,
+    [SERVER_JS, '--port', '0', '--http-port', '0', '--host', HOST, '--root', root, ...extra],
     logFile,
     true,
   );
 }
 
-export function startRawNode(args: string[], logFile: string): Promise<Running> {
-  return startListening('raw-node', RAW_NODE_JS, ['--port', '0', '--host', HOST, ...args], logFile);
+/** The raw-node baseline (compiled) run by the Node binary `node`. */
+export function startRawNode(node: string, args: string[], logFile: string): Promise<Running> {
+  return startListening(
+    'raw-node',
+    node,
+    [RAW_NODE_JS, '--port', '0', '--host', HOST, ...args],
+    logFile,
+  );
+}
+
+/** The Python reference (python-reference.py) run by `python`, serving `root`. */
+export function startPython(python: string, root: string, logFile: string): Promise<Running> {
+  return startListening(
+    'python',
+    python,
+    [PYTHON_REFERENCE, '--root', root, '--host', HOST, '--port', '0'],
+    logFile,
+  );
+}
+
+/**
+ * The version a Node binary reports (`v24.1.0`) and its absolute path; throws if `path` is
+ * not an executable that answers `--version` as Node does.
+ */
+export function nodeBinary(path: string): { path: string; version: string } {
+  const absolute = resolve(path);
+  const result = spawnSync(absolute, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  if (result.error) throw new Error(`--node ${path}: ${result.error.message}`);
+  const version = (result.stdout ?? '').trim();
+  if (result.status !== 0 || !/^v\d+\.\d+\.\d+/.test(version)) {
+    throw new Error(
+      `--node ${path}: not a Node binary (--version printed ${JSON.stringify(version.slice(0, 80))})`,
+    );
+  }
+  return { path: absolute, version };
+}
+
+/**
+ * The interpreter behind `python3` on PATH (sys.executable), so that the server's pid is
+ * Python's own even where `python3` is a wrapper script (pyenv's shims); undefined if none.
+ */
+export function findPython(): string | undefined {
+  const found = findExecutable('python3');
+  if (!found) return undefined;
+  const result = spawnSync(found, ['-c', 'import sys; print(sys.executable)'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  const real = (result.stdout ?? '').trim();
+  return result.status === 0 && real ? real : found;
+}
+
+/** `python3 --version` without its `Python ` prefix, or '' if it does not answer. */
+export function pythonVersion(path: string): string {
+  const result = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  return (result.stdout || result.stderr || '').trim().replace(/^Python\s+/, '');
+}
+
+/** The kernel's clock ticks per second (`getconf CLK_TCK`), the unit of utime and stime. */
+export function clockTicks(): number {
+  const result = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8', timeout: 10_000 });
+  const ticks = Number((result.stdout ?? '').trim());
+  return Number.isInteger(ticks) && ticks > 0 ? ticks : 100;
+}
+
+/**
+ * utime + stime (clock ticks) from the text of /proc/PID/stat: fields 14 and 15, counted after
+ * the command name, which is in parentheses and may hold spaces. NaN if malformed.
+ */
+export function parseStatTicks(stat: string): number {
+  const close = stat.lastIndexOf(')');
+  if (close < 0) return NaN;
+  const fields = stat.slice(close + 2).split(' '); // fields[0] is field 3, the state
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return Number.isInteger(utime) && Number.isInteger(stime) ? utime + stime : NaN;
+}
+
+let ticksPerSecond: number | undefined;
+
+/**
+ * CPU seconds (user + system) a server has used since it started: utime + stime of its process
+ * (all its threads: libuv's pool, Python's per-connection threads) and of each descendant.
+ * NaN if the process is gone.
+ */
+export function cpuSeconds(pid: number): number {
+  ticksPerSecond ??= clockTicks();
+  let ticks = 0;
+  let found = 0;
+  for (const each of processTree(pid)) {
+    try {
+      const value = parseStatTicks(readFileSync(`/proc/${each}/stat`, 'utf8'));
+      if (Number.isNaN(value)) continue;
+      ticks += value;
+      found++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found ? ticks / ticksPerSecond : NaN;
 }
 
 /** The path of an executable on PATH (or in /usr/sbin, where Debian puts nginx). */

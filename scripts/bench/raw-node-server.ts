@@ -10,13 +10,29 @@
  *                            a reference that shows what the protocol's SHA-256 costs
  *   --mode named --root R    for each line `<name>\n`, stream R/<name> (1 MiB chunks); the
  *                            client knows the sizes; the connection stays open
+ *   --mode small --root R    for each line `READ,<name>\n` (or `<name>\n`), answer as IOE does,
+ *                            `OK <size>\n` and the bytes: the file read synchronously (open,
+ *                            fstat, one read into a buffer that already holds the head, close)
+ *                            and sent with one socket.write, no stream: the fastest plain Node
+ *                            way to serve a named small file per request on one process, the
+ *                            ceiling of the many-small scenario (files must be small: each
+ *                            reply is one buffer, and the event loop waits on the disk); on
+ *                            Node 22.12 and later, four listening sockets share the port, as
+ *                            in the IOE server
  *
  * Only for the benchmark: names are not checked.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  fstatSync,
+  openSync,
+  readSync,
+} from 'node:fs';
 import { unlink } from 'node:fs/promises';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 
@@ -24,17 +40,19 @@ const CHUNK = 1024 * 1024;
 
 const program = new Command('raw-node-server')
   .addOption(
-    new Option('--mode <mode>').choices(['stream', 'upload', 'named']).makeOptionMandatory(),
+    new Option('--mode <mode>')
+      .choices(['stream', 'upload', 'named', 'small'])
+      .makeOptionMandatory(),
   )
   .option('--file <file>', 'file streamed in stream mode')
   .option('--dir <dir>', 'folder for uploads in upload mode')
-  .option('--root <dir>', 'folder of named files in named mode')
+  .option('--root <dir>', 'folder of named files in named and small modes')
   .option('--sha256', 'upload mode: hash the bytes on the way, as IOE does', false)
   .option('--host <host>', 'address to bind', '127.0.0.1')
   .option('--port <port>', 'port; 0 picks a free one', '0');
 program.parse();
 const opts = program.opts<{
-  mode: 'stream' | 'upload' | 'named';
+  mode: 'stream' | 'upload' | 'named' | 'small';
   file?: string;
   dir?: string;
   root?: string;
@@ -113,18 +131,103 @@ function named(socket: Socket, root: string): void {
   });
 }
 
-const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+const NOT_FOUND = Buffer.from('ERR NOT_FOUND no such file\n');
+
+/** `OK <size>\n` and the whole file at `path`, in one buffer, read synchronously. */
+function readWhole(path: string): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return NOT_FOUND;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const head = `OK ${size}\n`;
+    const reply = Buffer.allocUnsafe(head.length + size);
+    let at = reply.write(head, 0, 'latin1');
+    while (at < reply.length) {
+      const n = readSync(fd, reply, at, reply.length - at, at - head.length);
+      if (n === 0) throw new Error(`${path} shrank while being read`);
+      at += n;
+    }
+    return reply;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function small(socket: Socket, root: string): void {
+  const prefix = root.endsWith('/') ? root : `${root}/`;
+  let pending = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (text: string) => {
+    pending = pending === '' ? text : pending + text;
+    let newline: number;
+    while ((newline = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, newline);
+      pending = pending.slice(newline + 1);
+      const name = line.startsWith('READ,') ? line.slice(5) : line;
+      let reply: Buffer;
+      try {
+        reply = readWhole(prefix + name);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      socket.write(reply);
+    }
+  });
+  socket.on('end', () => socket.end());
+}
+
+function onConnection(socket: Socket): void {
   socket.on('error', () => socket.destroy());
   if (opts.mode === 'stream') stream(socket, need(opts.file, '--file'));
   else if (opts.mode === 'upload') upload(socket, need(opts.dir, '--dir'));
-  else named(socket, need(opts.root, '--root'));
-});
-server.listen(Number(opts.port), opts.host, () => {
-  const address = server.address() as AddressInfo;
+  else if (opts.mode === 'named') named(socket, need(opts.root, '--root'));
+  else small(socket, need(opts.root, '--root'));
+}
+
+/** `listen({ reusePort })`: Node 22.12 and later. */
+function reusePortSupported(): boolean {
+  const [major, minor] = process.versions.node.split('.').map(Number);
+  return major > 22 || (major === 22 && minor >= 12);
+}
+
+/**
+ * Listening sockets: in small mode, four on one port where Node can share it, as the IOE
+ * server's doors do (libuv accepts one connection per listening socket per turn of the event
+ * loop, so 200 clients connecting to a busy server would wait turns for their first reply).
+ */
+const LISTENERS = opts.mode === 'small' && reusePortSupported() ? 4 : 1;
+
+const servers: Server[] = [];
+
+function listen(port: number, reusePort: boolean): Promise<AddressInfo> {
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, onConnection);
+  servers.push(server);
+  const options: { port: number; host: string; reusePort?: boolean } = { port, host: opts.host };
+  if (reusePort) options.reusePort = true;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options, () => resolve(server.address() as AddressInfo));
+  });
+}
+
+async function start(): Promise<void> {
+  const sharing = LISTENERS > 1;
+  const address = await listen(Number(opts.port), sharing);
+  for (let i = 1; i < LISTENERS; i++) await listen(address.port, true);
   console.log(`listening on ${address.address}:${address.port}`);
+}
+
+start().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
 });
 const stop = (): void => {
-  server.close();
+  for (const server of servers) server.close();
   process.exit(0);
 };
 process.on('SIGTERM', stop);

@@ -11,6 +11,10 @@
  * The many-small scenarios drive every server with the same out-of-process load generator
  * (load.ts), and run `wrk` against nginx (and IOE's HTTP door) beside it in the same rounds,
  * so that the run itself shows whether the generator or the server sets the figure.
+ *
+ * The Python reference (python-reference.py, a thread per connection) speaks the same protocol
+ * over TCP, so it runs beside IOE wherever IOE's TCP door is measured with a client that
+ * speaks it: read, write, small and slow.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -19,10 +23,12 @@ import { MiB, remove, smallName } from './fixtures.js';
 import { runLoad, type LoadKind, type LoadResult } from './load.js';
 import {
   RssSampler,
+  cpuSeconds,
   memoryOf,
   resetPeak,
   startIoe,
   startNginx,
+  startPython,
   startRawNode,
   type Running,
 } from './proc.js';
@@ -55,6 +61,10 @@ export interface BenchConfig {
   rounds: number;
   /** The bench dir: fixtures, logs, scratch. */
   dir: string;
+  /** The Node binary that runs the IOE server and raw-node (--node; the bench's own by default). */
+  node: string;
+  /** python3, for the Python reference (skipped if missing). */
+  python?: string;
   nginx?: string;
   /** `wrk`, the cross-check of the many-small load generator (skipped if missing). */
   wrk?: string;
@@ -90,6 +100,8 @@ export interface Paths {
   smallDir: string;
   listRoot: string;
   rawUploads: string;
+  /** The Python reference's root in the write scenario (its uploads land there). */
+  pythonUploads: string;
   logs: string;
   nginxDir: string;
   /** wrk's Lua script, written at run time. */
@@ -109,6 +121,7 @@ export function paths(config: BenchConfig): Paths {
     smallDir: join(media, 'small'),
     listRoot: join(config.dir, `list-${config.listCount}`),
     rawUploads: join(config.dir, 'raw-uploads'),
+    pythonUploads: join(config.dir, 'python-uploads'),
     logs: join(config.dir, 'logs'),
     nginxDir: join(config.dir, 'nginx'),
     wrkScript: join(config.dir, 'wrk-rotate.lua'),
@@ -138,6 +151,9 @@ const SUBJECT = 'ioe';
 /** raw-node's upload that also hashes SHA-256 on the way: what the protocol's hash costs. */
 const RAW_SHA256 = 'raw-node+sha256';
 
+/** The Python reference: a thread per connection, protocol v1, SHA-256 and fsync on WRITE. */
+const PYTHON = 'python';
+
 /** The same peers measured with `wrk` instead of the benchmark's load generator. */
 const IOE_WRK = 'ioe/wrk';
 const NGINX_WRK = 'nginx/wrk';
@@ -153,6 +169,7 @@ function peersOf(ctx: Context, baselines: string[], subject = [SUBJECT]): string
   return [...subject, ...baselines].filter(
     (peer) =>
       (serverOf(peer) !== 'nginx' || ctx.config.nginx) &&
+      (peer !== PYTHON || ctx.config.python) &&
       (!peer.endsWith('/wrk') || ctx.config.wrk),
   );
 }
@@ -268,20 +285,32 @@ async function pool<T>(count: number, limit: number, job: (i: number) => Promise
 
 const BIG_TIMEOUT_MS = 300_000;
 
-/** The server's starter for each server the peers are measured on (see serverOf). */
+/**
+ * The server's starter for each server the peers are measured on (see serverOf). The Python
+ * reference serves `pythonRoot` (the media by default).
+ */
 function mediaServers(
   ctx: Context,
   peers: string[],
   raw: string[],
   ioeExtra: string[] = [],
+  pythonRoot = ctx.paths.media,
 ): Record<string, () => Promise<Running>> {
   const { paths: p, config } = ctx;
   const starters: Record<string, () => Promise<Running>> = {};
   for (const server of new Set(peers.map(serverOf))) {
-    if (server === 'ioe') starters.ioe = () => startIoe(p.media, logFile(ctx, 'ioe'), ioeExtra);
-    if (server === 'raw-node') starters[server] = () => startRawNode(raw, logFile(ctx, 'raw'));
+    if (server === 'ioe') {
+      starters.ioe = () => startIoe(config.node, p.media, logFile(ctx, 'ioe'), ioeExtra);
+    }
+    if (server === 'raw-node') {
+      starters[server] = () => startRawNode(config.node, raw, logFile(ctx, 'raw'));
+    }
     if (server === RAW_SHA256) {
-      starters[server] = () => startRawNode([...raw, '--sha256'], logFile(ctx, 'raw-sha256'));
+      starters[server] = () =>
+        startRawNode(config.node, [...raw, '--sha256'], logFile(ctx, 'raw-sha256'));
+    }
+    if (server === PYTHON) {
+      starters[server] = () => startPython(config.python!, pythonRoot, logFile(ctx, 'python'));
     }
     if (server === 'nginx') starters.nginx = () => startNginx(config.nginx!, p.media, p.nginxDir);
   }
@@ -334,11 +363,11 @@ function bigRead(http: boolean): Scenario {
       ? 'HTTP GET of one page-cached big file, one stream (raw-node: the same bare TCP stream)'
       : 'READ of one page-cached big file, one stream',
     subject: SUBJECT,
-    peers: ['ioe', 'raw-node', 'nginx'],
+    peers: http ? ['ioe', 'raw-node', 'nginx'] : ['ioe', 'raw-node', PYTHON, 'nginx'],
     metrics: [{ key: 'mb_s', label: 'MB/s', better: 'higher', chart: true }, PEAK],
     async run(ctx) {
       const { paths: p, config } = ctx;
-      const peers = peersOf(ctx, ['raw-node', 'nginx']);
+      const peers = peersOf(ctx, http ? ['raw-node', 'nginx'] : ['raw-node', PYTHON, 'nginx']);
       const raw = ['--mode', 'stream', '--file', p.big];
       await withServers(mediaServers(ctx, peers, raw), (servers) =>
         interleave(ctx, this.id, peers, (peer) =>
@@ -348,7 +377,9 @@ function bigRead(http: boolean): Scenario {
             const start = performance.now();
             const bytes = await using(port, (wire) => {
               if (peer === 'raw-node') return wire.toEnd(BIG_TIMEOUT_MS);
-              if (peer === 'ioe' && !http) return ioeRead(wire, p.bigName, BIG_TIMEOUT_MS);
+              if ((peer === 'ioe' && !http) || peer === PYTHON) {
+                return ioeRead(wire, p.bigName, BIG_TIMEOUT_MS);
+              }
               return httpGet(wire, p.bigName, BIG_TIMEOUT_MS, undefined, httpTarget(server));
             });
             const ms = performance.now() - start;
@@ -364,33 +395,51 @@ function bigRead(http: boolean): Scenario {
 
 const write: Scenario = {
   id: 'write',
-  title: 'WRITE of one big file, one stream, fsync before the reply',
+  title: 'WRITE of one big file, one stream, fsync before the reply; server CPU per GB',
   subject: SUBJECT,
-  peers: ['ioe', 'raw-node', RAW_SHA256],
-  metrics: [{ key: 'mb_s', label: 'MB/s', better: 'higher', chart: true }, PEAK],
+  peers: ['ioe', 'raw-node', RAW_SHA256, PYTHON],
+  metrics: [
+    { key: 'mb_s', label: 'MB/s', better: 'higher', chart: true },
+    { key: 'cpu_s_gb', label: 'server CPU s/GB (utime+stime)', better: 'lower', chart: true },
+    PEAK,
+  ],
   async run(ctx) {
     const { paths: p, config } = ctx;
-    const peers = peersOf(ctx, ['raw-node', RAW_SHA256]);
+    const peers = peersOf(ctx, ['raw-node', RAW_SHA256, PYTHON]);
     const payload = new Payload(randomBytes(MiB), config.bigBytes);
-    ctx.log(`  hashing the ${config.bigBytes / MiB} MiB payload once (to check IOE's replies)`);
+    ctx.log(`  hashing the ${config.bigBytes / MiB} MiB payload once (to check the receipts)`);
     payload.sha256();
     const raw = ['--mode', 'upload', '--dir', p.rawUploads];
-    await withServers(mediaServers(ctx, peers, raw), (servers) =>
+    // The Python reference stores into a folder of its own, out of IOE's watched media root.
+    const rootOf = (peer: string) => (peer === PYTHON ? p.pythonUploads : p.media);
+    await withServers(mediaServers(ctx, peers, raw, [], p.pythonUploads), (servers) =>
       interleave(ctx, this.id, peers, async (peer, round) => {
         const name = `bench-up/w-${round}-${Date.now()}.mp4`;
+        const protocol = peer === 'ioe' || peer === PYTHON;
         try {
           return await sampled(servers[peer], async () => {
+            const pid = servers[peer].pid;
+            const cpuBefore = cpuSeconds(pid);
             const start = performance.now();
+            // Both protocol peers' receipts are checked: `OK <size> <sha256 of the payload>`.
             await using(servers[peer].port, (wire) =>
-              peer === 'ioe'
+              protocol
                 ? ioeWrite(wire, name, payload, BIG_TIMEOUT_MS)
                 : rawUpload(wire, payload, BIG_TIMEOUT_MS),
             );
             const ms = performance.now() - start;
-            return { metrics: { mb_s: mbPerSecond(payload.size, ms), seconds: ms / 1000 } };
+            const cpu = cpuSeconds(pid) - cpuBefore;
+            return {
+              metrics: {
+                mb_s: mbPerSecond(payload.size, ms),
+                seconds: ms / 1000,
+                cpu_s: cpu,
+                cpu_s_gb: cpu / (payload.size / 1e9),
+              },
+            };
           });
         } finally {
-          if (peer === 'ioe') await remove(join(p.media, name));
+          if (protocol) await remove(join(rootOf(peer), name));
         }
       }),
     );
@@ -514,7 +563,8 @@ async function smallRound(
   if (peer === NGINX_IN_PROCESS) {
     result = await inProcessLoad(ctx, server.port, NGINX_TARGET);
   } else {
-    const kind: LoadKind = peer === 'raw-node' ? 'raw' : peer === 'ioe' && !http ? 'ioe' : 'http';
+    // raw-node's small mode and the Python reference answer READ as IOE does.
+    const kind: LoadKind = http || serverOf(peer) === 'nginx' ? 'http' : 'ioe';
     const target = httpTarget(server);
     result = await runLoad({
       port: kind === 'http' ? httpPort(server) : server.port,
@@ -557,14 +607,14 @@ function manySmall(http: boolean): Scenario {
     subject: SUBJECT,
     peers: http
       ? ['ioe', 'nginx', IOE_WRK, NGINX_WRK]
-      : ['ioe', 'raw-node', 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
+      : ['ioe', 'raw-node', PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
     metrics: SMALL_METRICS,
     async run(ctx) {
       const { paths: p } = ctx;
       const peers = http
         ? peersOf(ctx, ['nginx', IOE_WRK, NGINX_WRK])
-        : peersOf(ctx, ['raw-node', 'nginx', NGINX_WRK, NGINX_IN_PROCESS]);
-      const raw = ['--mode', 'named', '--root', p.media];
+        : peersOf(ctx, ['raw-node', PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS]);
+      const raw = ['--mode', 'small', '--root', p.media];
       await withServers(mediaServers(ctx, peers, raw), (servers) =>
         interleave(ctx, this.id, peers, (peer) => {
           const server = servers[serverOf(peer)];
@@ -593,7 +643,7 @@ const list: Scenario = {
     const timeout = 120_000;
     await interleave(ctx, this.id, [SUBJECT], () =>
       withServer(
-        () => startIoe(p.listRoot, logFile(ctx, 'ioe-list')),
+        () => startIoe(config.node, p.listRoot, logFile(ctx, 'ioe-list')),
         (server) =>
           sampled(server, () =>
             using(server.port, async (wire) => {
@@ -637,7 +687,7 @@ function download(
   server?: Running,
   http = false,
 ): Promise<number> {
-  if (peer === 'ioe' && !http) return ioeRead(wire, name, timeoutMs, throttle);
+  if ((peer === 'ioe' && !http) || peer === PYTHON) return ioeRead(wire, name, timeoutMs, throttle);
   if (peer === 'ioe' || peer === 'nginx') {
     return httpGet(wire, name, timeoutMs, throttle, server ? httpTarget(server) : NGINX_TARGET);
   }
@@ -650,7 +700,7 @@ function slowReaders(http: boolean): Scenario {
     id: http ? 'http-slow' : 'slow',
     title: `memory: slow ${http ? 'HTTP ' : ''}readers of one file (64 KiB then a 10 ms pause, socket paused between)`,
     subject: SUBJECT,
-    peers: http ? ['ioe', 'nginx'] : ['ioe', 'raw-node', 'nginx'],
+    peers: http ? ['ioe', 'nginx'] : ['ioe', 'raw-node', PYTHON, 'nginx'],
     metrics: [
       PEAK_CHART,
       IDLE,
@@ -659,7 +709,7 @@ function slowReaders(http: boolean): Scenario {
     ],
     async run(ctx) {
       const { paths: p, config } = ctx;
-      const peers = peersOf(ctx, http ? ['nginx'] : ['raw-node', 'nginx']);
+      const peers = peersOf(ctx, http ? ['nginx'] : ['raw-node', PYTHON, 'nginx']);
       const raw = ['--mode', 'named', '--root', p.media];
       await interleave(ctx, this.id, peers, (peer) =>
         withFreshServer(ctx, peer, raw, [], async (server) => {

@@ -2,9 +2,11 @@
  * The benchmark's helpers: the pure ones of scripts/bench/stats.ts (order statistics, ratios,
  * summaries of interleaved rounds, target checks and the table); the many-small load
  * generator's reply parsers and merge, wrk's output, the servers' `listening` lines and the
- * /proc memory figures; and a short run of the load generator and of wrk against tiny servers.
+ * /proc memory and CPU figures; a short run of the load generator and of wrk against tiny
+ * servers; the peers' own servers on small files (raw-node's small mode, the Python
+ * reference); and the command line (--node).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import {
   atLeast,
   below,
@@ -32,19 +34,34 @@ import {
 import { spawn } from 'node:child_process';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpHeadEnd, lineEnd, parseHttpHead, parseIoeHead } from '../../scripts/bench/heads.js';
 import { dealClients, mergeResults, requestFor, runLoad } from '../../scripts/bench/load.js';
+import { benchProgram, parseBenchOptions } from '../../scripts/bench/options.js';
 import {
+  PYTHON_REFERENCE,
+  RAW_NODE_JS,
+  SERVER_JS,
+  cpuSeconds,
   findExecutable,
+  findPython,
   memoryOf,
+  nodeBinary,
+  packageRoot,
   parseListening,
+  parseStatTicks,
   processTree,
+  pythonVersion,
   resetPeak,
+  startPython,
+  startRawNode,
+  type Running,
 } from '../../scripts/bench/proc.js';
+import { Payload, Wire, ioeRead, ioeWrite } from '../../scripts/bench/wire.js';
 import { parseWrkOutput, parseWrkTime, rotateScript, runWrk } from '../../scripts/bench/wrk.js';
 
 t.test('median of odd and even counts, unsorted input, non-finite values dropped', async (t) => {
@@ -551,6 +568,7 @@ t.test('smoke: `bench --quick --only http-small` against the IOE HTTP door', asy
   const dir = await mkdtemp(join(tmpdir(), 'ioe-bench-smoke-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const args = ['--quick', '--only', 'http-small', '--rounds', '1', '--no-nginx', '--no-wrk'];
+  args.push('--node', process.execPath);
   const child = spawn(process.execPath, [BENCH_JS, ...args, '--dir', dir, '--out', dir], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -564,4 +582,149 @@ t.test('smoke: `bench --quick --only http-small` against the IOE HTTP door', asy
   t.match(out, /^\s+errors\s+ioe\s+0\s+0–0\s+1$/m, 'no errors');
   t.match(out, /peak RSS MiB \(VmHWM\)\s+ioe\s+\d/);
   t.match(out, /wrk: skipped \(--no-wrk\)/);
+  t.ok(
+    out.includes(
+      `servers' node (ioe, raw-node): ${process.version} (${process.execPath}) from --node`,
+    ),
+    'the servers’ Node in the header',
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// The peers' own servers on small files, CPU time from /proc, and the command line.
+
+t.test('CPU time from /proc/PID/stat: utime + stime, a command name with spaces', async (t) => {
+  const fields = Array.from({ length: 50 }, (_, i) => String(i + 3)); // field 3 is fields[0]
+  fields[0] = 'S';
+  fields[11] = '250'; // utime, field 14
+  fields[12] = '40'; // stime, field 15
+  t.equal(parseStatTicks(`1234 (a (b) c) ${fields.join(' ')}\n`), 290);
+  t.ok(Number.isNaN(parseStatTicks('garbage')));
+  const own = cpuSeconds(process.pid);
+  t.ok(own > 0 && own < 3600, `this process has used ${own} s of CPU`);
+  t.ok(Number.isNaN(cpuSeconds(2 ** 22 + 12345)), 'a missing process is NaN');
+});
+
+t.test('the scripts the bench starts resolve from the package root', async (t) => {
+  const root = packageRoot();
+  t.equal(PYTHON_REFERENCE, join(root, 'scripts', 'bench', 'python-reference.py'));
+  t.equal(SERVER_JS, join(root, 'dist', 'scripts', 'server.js'));
+  t.equal(RAW_NODE_JS, join(root, 'dist', 'scripts', 'bench', 'raw-node-server.js'));
+  t.equal(packageRoot(join(root, 'dist', 'scripts', 'bench', 'proc.js')), root, 'from dist/ too');
+});
+
+/** A root with `count` small .jpg files of `size` bytes under small/; returns the dir. */
+async function smallRoot(t: Test, count: number, size: number): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'ioe-bench-peer-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await mkdir(join(dir, 'small'));
+  for (let i = 0; i < count; i++)
+    await writeFile(join(dir, 'small', `${i}.jpg`), Buffer.alloc(size, i));
+  return dir;
+}
+
+const smallNames = (n: number) => Array.from({ length: n }, (_, i) => `small/${i}.jpg`);
+
+async function stopping(t: Test, server: Running): Promise<Running> {
+  t.teardown(() => server.stop());
+  return server;
+}
+
+t.test("raw-node's small mode: `OK <size>` and the file, as IOE answers READ", async (t) => {
+  const root = await smallRoot(t, 6, 5000);
+  const server = await stopping(
+    t,
+    await startRawNode(
+      process.execPath,
+      ['--mode', 'small', '--root', root],
+      join(root, 'raw.log'),
+    ),
+  );
+  const base = { port: server.port, host: '127.0.0.1', clients: 3, perClient: 2, workers: 1 };
+  const load = await runLoad({
+    ...base,
+    kind: 'ioe',
+    names: smallNames(6),
+    size: 5000,
+    timeoutMs: 10_000,
+  });
+  t.equal(load.completed, 6);
+  t.equal(load.errors, 0);
+  const names = smallNames(6);
+  names[4] = 'small/missing.jpg';
+  const missing = await runLoad({ ...base, kind: 'ioe', names, size: 5000, timeoutMs: 10_000 });
+  t.equal(missing.errors, 1, 'a missing file is ERR');
+  const wire = await Wire.connect(server.port);
+  t.teardown(() => wire.destroy());
+  await wire.write('small/3.jpg\nREAD,small/1.jpg\n');
+  t.equal(await wire.line(5000), 'OK 5000', 'a bare name is a READ too');
+  await wire.skip(5000, 5000);
+  t.equal(await wire.line(5000), 'OK 5000');
+});
+
+const PYTHON = findPython();
+
+t.test(
+  'the Python reference on small files: READ, WRITE with its SHA-256, EXISTS, the load generator',
+  { skip: PYTHON ? false : 'python3 is not installed' },
+  async (t) => {
+    const root = await smallRoot(t, 8, 3000);
+    t.match(pythonVersion(PYTHON!), /^3\.\d+/);
+    const server = await stopping(t, await startPython(PYTHON!, root, join(root, 'python.log')));
+    t.ok(server.port > 0 && server.pid > 0);
+    const wire = await Wire.connect(server.port);
+    t.teardown(() => wire.destroy());
+    t.equal(await ioeRead(wire, 'small/2.jpg', 5000), 3000);
+    // More than its 1 MiB buffer, not a whole number of them.
+    const payload = new Payload(randomBytes(1024 * 1024), 2 * 1024 * 1024 + 7);
+    await ioeWrite(wire, 'up/new.mp4', payload, 10_000); // throws unless `OK <size> <sha256>`
+    const stored = await readFile(join(root, 'up', 'new.mp4'));
+    t.equal(createHash('sha256').update(stored).digest('hex'), payload.sha256(), 'stored whole');
+    await wire.write(`WRITE,up/new.mp4,3\nabc`);
+    t.match(await wire.line(5000), /^ERR EXISTS /, 'no clobbering');
+    await wire.write('READ,small/none.jpg\n');
+    t.match(await wire.line(5000), /^ERR NOT_FOUND /);
+    t.equal(await ioeRead(wire, 'small/0.jpg', 5000), 3000, 'the connection is still in step');
+    const load = await runLoad({
+      port: server.port,
+      host: '127.0.0.1',
+      kind: 'ioe',
+      names: smallNames(8),
+      clients: 4,
+      perClient: 2,
+      size: 3000,
+      workers: 1,
+      timeoutMs: 10_000,
+    });
+    t.equal(load.completed, 8, 'the load generator speaks to it as to IOE');
+    t.equal(load.errors, 0);
+    t.ok(cpuSeconds(server.pid) > 0, 'its CPU time');
+    t.ok(memoryOf(server.pid).hwmMib > 1, 'its memory');
+  },
+);
+
+t.test('--node: parsed as given, the bench’s own Node by default, checked', async (t) => {
+  const ids = ['read', 'write'];
+  t.equal(parseBenchOptions(['--node', '/opt/node24/bin/node'], ids).node, '/opt/node24/bin/node');
+  const defaults = parseBenchOptions([], ids);
+  t.equal(defaults.node, undefined);
+  t.equal(defaults.python, true);
+  t.equal(parseBenchOptions(['--no-python'], ids).python, false);
+  const quiet = benchProgram(ids)
+    .exitOverride()
+    .configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
+  t.throws(() => parseBenchOptions(['--node', ' '], ids, quiet), /empty path/);
+  t.same(nodeBinary(process.execPath), { path: process.execPath, version: process.version });
+  t.throws(() => nodeBinary('/nonexistent/node'), /--node \/nonexistent\/node: .*ENOENT/);
+  t.throws(() => nodeBinary(findExecutable('sh') ?? '/bin/sh'), /not a Node binary/);
+  // The bench refuses a wrong --node before it makes any fixture.
+  const dir = await mkdtemp(join(tmpdir(), 'ioe-bench-node-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [BENCH_JS, '--node', '/nonexistent/node', '--dir', dir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (err += text));
+  t.equal(await new Promise((resolve) => child.once('close', resolve)), 2);
+  t.match(err, /--node \/nonexistent\/node/);
 });
