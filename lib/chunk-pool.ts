@@ -70,15 +70,25 @@ export class ChunkPool {
     this.keep = keep;
   }
 
-  /** A buffer of exactly `size` bytes: on this download's own freed memory, the shelf's, or new. */
+  /**
+   * A buffer of exactly `size` bytes: on this download's own freed memory (of that size, or up
+   * to twice it), the shelf's, or new.
+   */
   take(size: number): Buffer {
     this.active = true;
-    const index = this.spare.findIndex((memory) => memory.byteLength >= size);
+    const rounded = roundUp(size);
+    // A spare up to twice the size serves (a reader's pace often flips between two sizes), but
+    // not a larger one: a slowed-down reader's 64 KiB chunk must not keep 2 MiB of memory alive.
+    // Spares that no longer fit go to the shelf, for readers that want their size.
+    const index = this.spare.findIndex(
+      (memory) => memory.byteLength >= rounded && memory.byteLength <= 2 * rounded,
+    );
+    if (index < 0) this.shelveSpares();
     // Not from Node's shared pool: each chunk must own its memory to be reused alone.
     const memory =
       index >= 0
         ? this.spare.splice(index, 1)[0]
-        : (this.shelf.take(size) ?? new ArrayBuffer(roundUp(size)));
+        : (this.shelf.take(size) ?? new ArrayBuffer(rounded));
     this.lent.add(memory);
     return Buffer.from(memory, 0, size);
   }
@@ -86,7 +96,8 @@ export class ChunkPool {
   /**
    * `chunk` (or a view of memory from `take`) has been sent: its memory may be reused, by this
    * download or, past `keep` or once it has ended, by any. Memory the pool did not lend, or
-   * that came back already, is ignored.
+   * that came back already, is ignored; but once lent again it is another chunk's, so free each
+   * chunk once.
    */
   free(chunk: Buffer): void {
     const memory = chunk.buffer as ArrayBuffer;
@@ -99,6 +110,10 @@ export class ChunkPool {
   /** The download is over: its spare memory goes to the shelf, so an idle connection holds none. */
   release(): void {
     this.active = false;
+    this.shelveSpares();
+  }
+
+  private shelveSpares(): void {
     for (const memory of this.spare) this.shelf.put(memory);
     this.spare.length = 0;
   }

@@ -80,3 +80,32 @@ t.test('a download in progress reuses its own few buffers; past them, the shelf'
   pool.release();
   t.equal(shelf.size, 0, 'nothing spare to give back: all three are in use');
 });
+
+t.test('a download whose chunks shrink lets its big spare memory go', async (t) => {
+  const MiB = 1024 * 1024;
+  const shelf = new BufferShelf(8 * MiB);
+  const pool = new ChunkPool(shelf, 4);
+  const big = [pool.take(2 * MiB), pool.take(2 * MiB)];
+  for (const chunk of big) pool.free(chunk);
+  t.equal(shelf.size, 0, 'kept while the chunks are that size');
+  const small = pool.take(65536);
+  t.equal(small.buffer.byteLength, 65536, 'a small chunk on memory of its own size');
+  t.not(small.buffer, big[0].buffer, 'not a view of a big spare');
+  t.not(small.buffer, big[1].buffer);
+  t.equal(shelf.size, 4 * MiB, 'the big spares went to the shelf for a reader that wants them');
+  pool.free(small);
+  t.equal(pool.take(65536).buffer, small.buffer, 'its own small spare comes back');
+});
+
+t.test('a pace that flips between two sizes keeps reusing the same memory', async (t) => {
+  const shelf = new BufferShelf();
+  const pool = new ChunkPool(shelf, 2);
+  const first = pool.take(65536);
+  pool.free(first);
+  const half = pool.take(32768);
+  t.equal(half.buffer, first.buffer, 'a 32 KiB chunk on the 64 KiB spare');
+  t.equal(half.length, 32768);
+  pool.free(half);
+  t.equal(pool.take(65536).buffer, first.buffer, 'and back');
+  t.equal(shelf.size, 0, 'nothing shelved, nothing new');
+});
