@@ -145,10 +145,19 @@ export class TcpDoor implements Door {
       });
     }
     socket.pipe(stream);
-    // The pipeline's output to the socket, as pipe() would, but each chunk's write callback
-    // gives its memory back to the pool: the kernel has the bytes.
+    // The pipeline's output to the socket, as pipe() would, but each chunk's memory goes back to
+    // the pool once the kernel has the bytes: at once when the write completed in place (nothing
+    // left buffered), else from its write callback. The callback alone comes a tick later, after
+    // a reader that drains its socket has had a burst of new chunks read, each on new memory.
+    // Exactly once: freed early, its memory may be lent again before the callback comes.
     stream.on('data', (chunk: Buffer) => {
-      if (!socket.write(chunk, (error) => error || pool.free(chunk))) stream.pause();
+      let freed = false;
+      const more = socket.write(chunk, (error) => error || freed || pool.free(chunk));
+      if (socket.writableLength === 0) {
+        freed = true;
+        pool.free(chunk);
+      }
+      if (!more) stream.pause();
     });
     socket.on('drain', () => stream.resume());
     stream.on('end', () => {

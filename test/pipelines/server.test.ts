@@ -952,6 +952,40 @@ t.test('TIMEOUT does not cut a reader that is slow but steady', async (t) => {
   );
 });
 
+t.test('readers of different files at different paces: each gets its own bytes', async (t) => {
+  // Chunk memory is reused across downloads and connections as soon as the kernel has a
+  // chunk's bytes. Freed a moment too early, a buffer still queued for one socket would be
+  // overwritten by another file's next read: the digests below would not match.
+  const { connect, root } = await startServer(t);
+  const files = [0, 1, 2].map(() => randomBytes(12 * 1024 * 1024 + 4321));
+  for (const [i, data] of files.entries()) await writeFile(join(root, `f${i}.mp4`), data);
+  const readers = Array.from({ length: 9 }, async (_, i) => {
+    const data = files[i % files.length];
+    const c = await connect();
+    c.socket.removeAllListeners('data');
+    const chunks: Buffer[] = [];
+    let received = 0;
+    let allowance = i < 3 ? Infinity : 64 * 1024; // three take all at once, six in bursts
+    c.socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+      if (received >= allowance) c.socket.pause();
+    });
+    const total = data.length + `OK ${data.length}\n`.length;
+    await c.send(`READ,f${i % files.length}.mp4\n`);
+    const started = Date.now();
+    while (received < total && Date.now() - started < 20_000) {
+      await sleep(i % 2 ? 2 : 5);
+      allowance += (i % 3) * 96 * 1024 + 64 * 1024;
+      c.socket.resume();
+    }
+    const all = Buffer.concat(chunks);
+    const body = all.subarray(all.indexOf(0x0a) + 1);
+    t.equal(sha256(body), sha256(data), `reader ${i}: the bytes of f${i % files.length}.mp4`);
+  });
+  await Promise.all(readers);
+});
+
 /** Reads freely until the server closes; returns the header line and the bytes after it. */
 async function drainReply(c: RawClient): Promise<{ head: string; body: Buffer }> {
   c.socket.resume();
