@@ -26,6 +26,15 @@ function compiled(path: string): string {
 }
 
 export const SERVER_JS = compiled('server.js');
+
+/**
+ * V8 flags the server runs with, as `npm start` and the `ioe-server` command (its `#!` line)
+ * start it: a 1 MiB young generation instead of V8's up to 16 MiB per semi-space. Each chunk a
+ * download sends leaves a little short-lived garbage; with room for it V8 lets the young
+ * generation grow to some 40 MiB of RSS, which was a third of the memory of 100 slow readers
+ * (150 → 117 MiB peak), for no measurable change in READ, many-small or WRITE throughput.
+ */
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=1'];
 export const RAW_NODE_JS = compiled('bench/raw-node-server.js');
 
 /**
@@ -273,7 +282,19 @@ export function startIoe(
   return startListening(
     'ioe',
     node,
-    [SERVER_JS, '--port', '0', '--http-port', '0', '--host', HOST, '--root', root, ...extra],
+    [
+      ...SERVER_NODE_FLAGS,
+      SERVER_JS,
+      '--port',
+      '0',
+      '--http-port',
+      '0',
+      '--host',
+      HOST,
+      '--root',
+      root,
+      ...extra,
+    ],
     logFile,
     true,
   );
