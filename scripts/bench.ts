@@ -238,6 +238,10 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
   if (ran('small')) {
     instrument('small');
     checks.push(atLeast('many-small ops/s vs raw-node', ratioOf('small', 'ops_s'), 0.8));
+    if (ran('small', 'nginx')) {
+      checks.push(atLeast('many-small ops/s vs nginx', ratioOf('small', 'ops_s', 'nginx'), 0.5));
+    }
+    checks.push(below(`many-small p99 (median round)`, value('small', 'ioe', 'p99_ms'), 50, 'ms'));
     python('small', 'ops_s', 'many-small ops/s');
     checks.push(below('many-small errors (all rounds)', total('small', 'ioe', 'errors'), 1, ''));
   }
@@ -252,7 +256,7 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
   }
   if (ran('slow')) {
     const label = `peak RSS (VmHWM), ${config.slowClients} slow readers (worst round)`;
-    checks.push(below(label, worst('slow', 'ioe', 'peak_rss_mib'), 150, 'MiB'));
+    checks.push(below(label, worst('slow', 'ioe', 'peak_rss_mib'), 120, 'MiB'));
   }
   if (ran('conns')) {
     const label = `peak RSS (VmHWM), ${config.connHeld} connections (worst round)`;
