@@ -251,7 +251,9 @@ t.test('checks run off the event loop, with the production parameters', async (t
     `one production check: ${took.toFixed(0)} ms; longest event loop gap ${longestGap.toFixed(1)} ms`,
   );
   t.ok(took > 50, 'the check costs real time');
-  t.ok(longestGap < Math.min(60, took / 2), 'the event loop kept turning meanwhile');
+  // On the event loop, the check would be one gap as long as itself; off it, the gaps are the
+  // machine's own (hundreds of ms on a loaded CI machine, so no fixed bound).
+  t.ok(longestGap < took / 2, 'the event loop kept turning meanwhile');
   t.equal((await auth.verify('alice', 'correct horse', '10.0.0.4')).cached, true);
 });
 

@@ -592,10 +592,20 @@ t.test('close() lets a process with persistent watchers exit', async (t) => {
       },
     );
     let stdout = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    // Alive means still running 4 s after it printed `done` (loading the TypeScript hook on a
+    // busy machine can take longer than that by itself); 60 s at most in all.
+    let timer: NodeJS.Timeout | undefined;
+    const alive = new Promise<'alive'>((resolve) => {
+      const deadline = setTimeout(() => resolve('alive'), 60_000);
+      child.stdout.on('data', (chunk: Buffer) => {
+        stdout += chunk.toString();
+        if (/done/.test(stdout) && !timer) timer = setTimeout(() => resolve('alive'), 4000);
+      });
+      child.once('exit', () => clearTimeout(deadline));
+    });
     const exited = once(child, 'exit').then(() => 'exited' as const);
-    const timer = new Promise<'alive'>((resolve) => setTimeout(() => resolve('alive'), 4000));
-    const outcome = await Promise.race([exited, timer]);
+    const outcome = await Promise.race([exited, alive]);
+    clearTimeout(timer);
     if (outcome === 'alive') {
       child.kill('SIGKILL');
       await exited;

@@ -80,7 +80,7 @@ t.test(
       t.teardown(() => {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       });
-      const waitOut = async (pattern: RegExp, ms = 8000): Promise<RegExpExecArray> => {
+      const waitOut = async (pattern: RegExp, ms = 30_000): Promise<RegExpExecArray> => {
         const deadline = Date.now() + ms;
         for (;;) {
           const match = pattern.exec(out);
@@ -106,12 +106,12 @@ t.test(
     t.not(web[1], '0', 'the port actually bound');
     t.equal((await request(Number(web[1]), { target: '/api/list' })).status, 200, 'it serves');
     both.child.stdin.write('QUIT\n');
-    t.equal(await within(both.exited, 8000, 'QUIT'), 0, 'QUIT exits 0');
+    t.equal(await within(both.exited, 30_000, 'QUIT'), 0, 'QUIT exits 0');
 
     const held = await holdPort();
     t.teardown(() => held?.server.close());
     const taken = launch(['--root', root, '--port', '0', '--http-port', String(held!.port)]);
-    const code = await within(taken.exited, 8000, 'the server to stop');
+    const code = await within(taken.exited, 30_000, 'the server to stop');
     t.not(code, 0, 'an --http-port that cannot be bound stops the server with an error');
 
     const noHttp = launch(['--root', root, '--port', '0', '--no-http']);
@@ -119,7 +119,7 @@ t.test(
     await new Promise((resolve) => setTimeout(resolve, 300));
     t.notMatch(noHttp.out(), /web on/, '--no-http: no web line');
     noHttp.child.stdin.write('QUIT\n');
-    await within(noHttp.exited, 8000, 'QUIT');
+    await within(noHttp.exited, 30_000, 'QUIT');
 
     // The default port taken (by us, or by someone else already): the TCP door runs alone.
     const defaultHeld = await holdPort(10080);
@@ -133,6 +133,6 @@ t.test(
     await tcp.send('LIST\n');
     t.match(await tcp.readLine(), /^OK \d+$/, 'and the TCP door serves');
     fallback.child.stdin.write('QUIT\n');
-    await within(fallback.exited, 8000, 'QUIT');
+    await within(fallback.exited, 30_000, 'QUIT');
   },
 );
