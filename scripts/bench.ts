@@ -38,12 +38,23 @@ import {
   wrkVersion,
 } from './bench/proc.js';
 import {
-  SCENARIOS,
+  SCENARIOS as LOCAL_SCENARIOS,
   fixturesNeeded,
   paths,
   type BenchConfig,
   type Context,
 } from './bench/scenarios.js';
+import {
+  S3_ALIAS,
+  S3_GET_PIPE,
+  S3_LIST_COUNT,
+  S3_SCENARIOS,
+  S3_SDK_UPLOAD,
+  S3_SIZES,
+  expandS3Alias,
+  s3StoreFromEnv,
+  withoutStore,
+} from './bench/s3-scenarios.js';
 import {
   atLeast,
   below,
@@ -58,7 +69,9 @@ import {
   type TargetCheck,
 } from './bench/stats.js';
 
-const program = benchProgram(SCENARIOS.map((s) => s.id));
+/** The S3 scenarios run only where a store is configured (see withoutStore). */
+const SCENARIOS = [...LOCAL_SCENARIOS, ...S3_SCENARIOS];
+const program = benchProgram([...SCENARIOS.map((s) => s.id), S3_ALIAS]);
 program.parse();
 const opts = program.opts<BenchOptions>();
 
@@ -286,6 +299,18 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
     const label = `peak RSS (VmHWM), ${config.slowClients} slow HTTP readers (worst round)`;
     checks.push(below(label, worst('http-slow', 'ioe', 'peak_rss_mib'), 150, 'MiB'));
   }
+  if (ran('s3-read')) {
+    const label = 'S3 READ MB/s vs GetObject piped to a socket';
+    checks.push(atLeast(label, ratioOf('s3-read', 'mb_s', S3_GET_PIPE), 0.8));
+  }
+  if (ran('s3-write')) {
+    const label = 'S3 WRITE MB/s vs lib-storage Upload';
+    checks.push(atLeast(label, ratioOf('s3-write', 'mb_s', S3_SDK_UPLOAD), 0.8));
+  }
+  if (ran('s3-list')) {
+    const label = `S3 LIST ${S3_LIST_COUNT} first call (median)`;
+    checks.push(below(label, value('s3-list', 'ioe', 'first_ms'), 2000, 'ms'));
+  }
   return checks;
 }
 
@@ -293,10 +318,18 @@ async function main(): Promise<void> {
   const started = new Date();
   const node = serverNode();
   const config = configFor(node.path);
-  const ids = parseOnly(
-    opts.only,
+  const selected = parseOnly(
+    expandS3Alias(opts.only),
     SCENARIOS.map((s) => s.id),
   );
+  const store = s3StoreFromEnv();
+  const s3 = store ? { ids: selected } : withoutStore(selected, opts.only !== undefined);
+  if (s3.error) {
+    // Not a usage error: no help after it, just what to do.
+    console.error(`error: ${s3.error}`);
+    process.exit(2);
+  }
+  const ids = s3.ids;
   const ctx: Context = { config, paths: paths(config), samples: [], log };
   const cmd = commandLine();
   const info = machine();
@@ -353,6 +386,10 @@ async function main(): Promise<void> {
     `mode: ${config.quick ? 'quick' : 'full'}; ${config.rounds} measured rounds after 1 warm-up, ` +
       `peers interleaved each round; scenarios: ${ids.join(', ')}`,
   );
+  if (s3.skipped) head.push(s3.skipped);
+  else if (store && ids.some((id) => id.startsWith('s3-'))) {
+    head.push(`s3: bucket ${store.bucket} on ${store.endpoints.join(', ')}`);
+  }
   head.push(`bench dir: ${config.dir}; results: ${resolve(opts.out)}`);
   console.log(head.join('\n') + '\n');
 
@@ -374,7 +411,8 @@ async function main(): Promise<void> {
     `distinct files of ${config.smallBytes / 1024} KiB, cycled for ${config.loadSeconds} s; ` +
     `list ${config.listCount} entries; slow ${config.slowClients} ` +
     `clients × ${config.slowBytes / MiB} MiB for at most ${config.slowSeconds} s; conns ${config.connHeld} ` +
-    `held, ${config.connActive} of them downloading ${config.connBytes / MiB} MiB`;
+    `held, ${config.connActive} of them downloading ${config.connBytes / MiB} MiB` +
+    (ids.some((id) => id.startsWith('s3-')) ? `; ${S3_SIZES}` : '');
   console.log(`results (${sizes}):\n`);
   console.log(formatSummaryTable(rows));
   console.log('\ntargets:\n');

@@ -140,8 +140,8 @@ export interface Scenario extends ScenarioInfo {
   run(ctx: Context): Promise<void>;
 }
 
-type Metrics = Record<string, number>;
-interface Outcome {
+export type Metrics = Record<string, number>;
+export interface Outcome {
   metrics: Metrics;
   notes?: string[];
 }
@@ -174,7 +174,7 @@ function peersOf(ctx: Context, baselines: string[], subject = [SUBJECT]): string
   );
 }
 
-function errorText(error: unknown): string {
+export function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
@@ -188,7 +188,7 @@ function describe(metrics: Metrics): string {
  * Rounds 0..N, peers in the same order in every round (A B A B …). A round that throws is
  * recorded with errors=1 and its message, and the run goes on.
  */
-async function interleave(
+export async function interleave(
   ctx: Context,
   scenario: string,
   peers: string[],
@@ -212,7 +212,7 @@ async function interleave(
 }
 
 /** Starts one server per peer for a whole scenario, and stops them all at the end. */
-async function withServers<T>(
+export async function withServers<T>(
   starters: Record<string, () => Promise<Running>>,
   body: (servers: Record<string, Running>) => Promise<T>,
 ): Promise<T> {
@@ -226,7 +226,7 @@ async function withServers<T>(
 }
 
 /** Starts a server for one round only. */
-async function withServer<T>(
+export async function withServer<T>(
   start: () => Promise<Running>,
   body: (server: Running) => Promise<T>,
 ): Promise<T> {
@@ -238,7 +238,7 @@ async function withServer<T>(
   }
 }
 
-function logFile(ctx: Context, name: string): string {
+export function logFile(ctx: Context, name: string): string {
   return join(ctx.paths.logs, `${name}.log`);
 }
 
@@ -246,7 +246,7 @@ function logFile(ctx: Context, name: string): string {
  * Runs `body` on a server kept for the whole scenario: resets its VmHWM first, then adds
  * peak_rss_mib (VmHWM after the body: the kernel's peak RSS during this round).
  */
-async function sampled(server: Running, body: () => Promise<Outcome>): Promise<Outcome> {
+export async function sampled(server: Running, body: () => Promise<Outcome>): Promise<Outcome> {
   const reset = resetPeak(server.pid);
   const outcome = await body();
   outcome.metrics.peak_rss_mib = memoryOf(server.pid).hwmMib;
@@ -260,7 +260,7 @@ async function idleRss(server: Running): Promise<number> {
   return memoryOf(server.pid).rssMib;
 }
 
-async function using<T>(port: number, body: (wire: Wire) => Promise<T>): Promise<T> {
+export async function using<T>(port: number, body: (wire: Wire) => Promise<T>): Promise<T> {
   const wire = await Wire.connect(port);
   try {
     return await body(wire);
@@ -270,7 +270,11 @@ async function using<T>(port: number, body: (wire: Wire) => Promise<T>): Promise
 }
 
 /** Runs `jobs` with at most `limit` at once; returns their results in order. */
-async function pool<T>(count: number, limit: number, job: (i: number) => Promise<T>): Promise<T[]> {
+export async function pool<T>(
+  count: number,
+  limit: number,
+  job: (i: number) => Promise<T>,
+): Promise<T[]> {
   const results: T[] = new Array(count);
   let next = 0;
   const worker = async () => {
