@@ -229,15 +229,16 @@ export function parseListening(
  * Starts a server (`command args…`: a node or python script) that prints `listening on
  * HOST:PORT` (and, with `wantHttp`, IOE's `web on http://HOST:PORT/`); resolves with its ports.
  */
-async function startListening(
+export async function startListening(
   name: string,
   command: string,
   args: string[],
   logFile: string,
   wantHttp = false,
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<Running> {
   const log = openSync(logFile, 'a');
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', log] });
+  const child = spawn(command, args, { env, stdio: ['pipe', 'pipe', log] });
   closeSync(log);
   const ports = await new Promise<{ port: number; httpPort?: number }>((resolve, reject) => {
     let out = '';
@@ -270,34 +271,29 @@ async function startListening(
 }
 
 /**
- * The IOE server (compiled) run by the Node binary `node`, TCP and HTTP doors on free ports,
- * logging to `logFile`.
+ * The IOE server (compiled) run by the Node binary `node` on the library `library` (`--root
+ * DIR` or `--storage s3://…`), TCP and HTTP doors on free ports, logging to `logFile`.
  */
+export function startIoeOn(
+  node: string,
+  library: string[],
+  logFile: string,
+  extra: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Running> {
+  const ports = ['--port', '0', '--http-port', '0', '--host', HOST];
+  const args = [...SERVER_NODE_FLAGS, SERVER_JS, ...ports, ...library, ...extra];
+  return startListening('ioe', node, args, logFile, true, env);
+}
+
+/** The IOE server on the folder `root`. */
 export function startIoe(
   node: string,
   root: string,
   logFile: string,
   extra: string[] = [],
 ): Promise<Running> {
-  return startListening(
-    'ioe',
-    node,
-    [
-      ...SERVER_NODE_FLAGS,
-      SERVER_JS,
-      '--port',
-      '0',
-      '--http-port',
-      '0',
-      '--host',
-      HOST,
-      '--root',
-      root,
-      ...extra,
-    ],
-    logFile,
-    true,
-  );
+  return startIoeOn(node, ['--root', root], logFile, extra);
 }
 
 /** The raw-node baseline (compiled) run by the Node binary `node`. */

@@ -10,16 +10,14 @@
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { createS3Client } from '../../lib/s3-client.js';
 import { MiB, listName } from './fixtures.js';
 import { runLoad, type LoadResult } from './load.js';
-import { SERVER_JS, SERVER_NODE_FLAGS, parseListening, type Running } from './proc.js';
+import { startIoeOn, startListening } from './proc.js';
 import {
   interleave,
   logFile,
@@ -151,68 +149,16 @@ async function dataKey(prefix: string, name: string): Promise<string> {
   return `${prefix}/d/${id}`;
 }
 
-/** A child that prints `listening on HOST:PORT`; stopped with SIGTERM, then SIGKILL. */
-async function startChild(
-  name: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  log: string,
-): Promise<Running> {
-  const fd = openSync(log, 'a');
-  const child = spawn(process.execPath, args, { env, stdio: ['pipe', 'pipe', fd] });
-  closeSync(fd);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${name} did not start in 20 s`)), 20_000);
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      out += text;
-      const found = parseListening(out, false);
-      if (found) {
-        clearTimeout(timer);
-        resolve(found.port);
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited before listening; see ${log}`));
-    });
-  }).catch(async (error: unknown) => {
-    await stop();
-    throw error;
-  });
-  child.stdout!.resume();
-  return { name, port, pid: child.pid!, stop };
-}
-
 /** An IOE replica on gateway `index` serving `prefix` of the bucket, on the servers' Node. */
 function startReplica(ctx: Context, index: number, prefix: string, label: string) {
   const { store } = s3();
   const endpoint = store.endpoints[index % store.endpoints.length];
-  return startChild(
-    'ioe',
-    [
-      ...SERVER_NODE_FLAGS,
-      SERVER_JS,
-      '--storage',
-      `s3://${store.bucket}/${prefix}`,
-      '--s3-path-style',
-      '--port',
-      '0',
-      '--http-port',
-      '0',
-      '--host',
-      HOST,
-    ],
-    { ...process.env, AWS_ENDPOINT_URL: endpoint, IOE_S3_GC_INTERVAL_SECONDS: '0' },
+  return startIoeOn(
+    ctx.config.node,
+    ['--storage', `s3://${store.bucket}/${prefix}`, '--s3-path-style'],
     logFile(ctx, label),
+    [],
+    { ...process.env, AWS_ENDPOINT_URL: endpoint, IOE_S3_GC_INTERVAL_SECONDS: '0' },
   );
 }
 
@@ -257,7 +203,7 @@ const s3Read: Scenario = {
         ];
         const starters = {
           [S3_GET_PIPE]: () =>
-            startChild(S3_GET_PIPE, args, process.env, logFile(ctx, S3_GET_PIPE)),
+            startListening(S3_GET_PIPE, process.execPath, args, logFile(ctx, S3_GET_PIPE)),
         };
         await withServers(starters, (baseline) => {
           const servers = { ...r, ...baseline };
