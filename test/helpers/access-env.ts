@@ -39,6 +39,61 @@ export async function accountLine(name: string, password: string, rules: string)
   return `${name}:${await credential(password)}:${rules}`;
 }
 
+/**
+ * The library and the rules both doors' access suites test (access-tcp, access-http): the
+ * contract's longest-prefix rule on whole segments (`/music` is not `/musicals`), a nested `-`,
+ * and anonymous's own line.
+ */
+export const RULE_FILES = [
+  'music/a.mp3',
+  'music/x/b.mp3',
+  'music/uploads/u.mp3',
+  'music/uploads/private/p.mp3',
+  'musicals/c.mp3',
+  'music.mp3',
+  'public/pub.jpg',
+  'public/secret/s.jpg',
+  'public/drop/d.jpg',
+  'publicity/q.jpg',
+  'top.mp4',
+];
+
+export type RuleAccount = 'anonymous' | 'alice' | 'bob' | 'carol' | 'dan';
+
+/** Who may read what under those rules (LIST's order). */
+export const READABLE_BY: Record<RuleAccount, string[]> = {
+  anonymous: ['public/drop/d.jpg', 'public/pub.jpg'],
+  alice: ['music/a.mp3', 'music/uploads/u.mp3', 'music/x/b.mp3'],
+  bob: [
+    'music.mp3',
+    'musicals/c.mp3',
+    'public/drop/d.jpg',
+    'public/pub.jpg',
+    'public/secret/s.jpg',
+    'publicity/q.jpg',
+    'top.mp4',
+  ],
+  carol: [...RULE_FILES].sort(),
+  dan: [],
+};
+
+/** The accounts file's lines for those rules, with each suite's own passwords. */
+export async function ruleAccountLines(
+  passwords: Record<Exclude<RuleAccount, 'anonymous'>, string>,
+): Promise<string[]> {
+  return [
+    'anonymous::r=/public,-=/public/secret,rw=/public/drop',
+    await accountLine(
+      'alice',
+      passwords.alice,
+      'r=/music,rw=/music/uploads,-=/music/uploads/private',
+    ),
+    await accountLine('bob', passwords.bob, 'r=/,-=/music'),
+    await accountLine('carol', passwords.carol, 'rw=/'),
+    await accountLine('dan', passwords.dan, ''),
+  ];
+}
+
 /** Writes an accounts file with mode 0600, atomically (a SIGHUP never reads half a file). */
 export async function writeUsersFile(path: string, lines: readonly string[]): Promise<void> {
   const temp = join(dirname(path), `.users-${randomBytes(4).toString('hex')}`);

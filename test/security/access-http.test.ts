@@ -13,8 +13,12 @@ import {
   basic,
   checkNoSecrets,
   codeOf,
+  READABLE_BY,
+  RULE_FILES,
+  ruleAccountLines,
   startAccessServer,
   type AccessEnv,
+  type RuleAccount,
 } from '../helpers/access-env.js';
 import {
   buildRequest,
@@ -34,36 +38,8 @@ const PASSWORDS = {
   'ü-colon': 'pä:ss wörd',
 };
 const WRONG = ['wrong-Http-1', 'wrong-Http-2', 'wrong-Http-3', 'wrong-Http-4', 'wrong-Http-5'];
-type Who = 'anonymous' | 'alice' | 'bob' | 'carol' | 'dan';
+type Who = RuleAccount;
 
-const FILES = [
-  'music/a.mp3',
-  'music/x/b.mp3',
-  'music/uploads/u.mp3',
-  'music/uploads/private/p.mp3',
-  'musicals/c.mp3',
-  'music.mp3',
-  'public/pub.jpg',
-  'public/secret/s.jpg',
-  'public/drop/d.jpg',
-  'publicity/q.jpg',
-  'top.mp4',
-];
-const READABLE: Record<Who, string[]> = {
-  anonymous: ['public/drop/d.jpg', 'public/pub.jpg'],
-  alice: ['music/a.mp3', 'music/uploads/u.mp3', 'music/x/b.mp3'],
-  bob: [
-    'music.mp3',
-    'musicals/c.mp3',
-    'public/drop/d.jpg',
-    'public/pub.jpg',
-    'public/secret/s.jpg',
-    'publicity/q.jpg',
-    'top.mp4',
-  ],
-  carol: [...FILES].sort(),
-  dan: [],
-};
 const WRITE_TARGETS: [string, Who[]][] = [
   ['music/uploads/w.mp3', ['alice', 'carol']],
   ['music/uploads/private/w.mp3', ['carol']],
@@ -73,18 +49,8 @@ const WRITE_TARGETS: [string, Who[]][] = [
   ['w.mp4', ['carol']],
 ];
 
-const users = [
-  'anonymous::r=/public,-=/public/secret,rw=/public/drop',
-  await accountLine(
-    'alice',
-    PASSWORDS.alice,
-    'r=/music,rw=/music/uploads,-=/music/uploads/private',
-  ),
-  await accountLine('bob', PASSWORDS.bob, 'r=/,-=/music'),
-  await accountLine('carol', PASSWORDS.carol, 'rw=/'),
-  await accountLine('dan', PASSWORDS.dan, ''),
-];
-const files = Object.fromEntries(FILES.map((name) => [name, `content of ${name}`]));
+const users = await ruleAccountLines(PASSWORDS);
+const files = Object.fromEntries(RULE_FILES.map((name) => [name, `content of ${name}`]));
 const env = await startAccessServer(t, { users, files });
 const allLogs: string[][] = [env.log.lines];
 
@@ -158,7 +124,7 @@ t.test('the prefix matrix: /api/list, GET, HEAD and PUT per account', async (t) 
     const names = (JSON.parse(list.body.toString()) as { entries: { name: string }[] }).entries;
     t.same(
       names.map((entry) => entry.name),
-      READABLE[account],
+      READABLE_BY[account],
       `${account}: /api/list shows only what it may read`,
     );
     const m3u = await m.http({ target: '/api/list?format=m3u', headers: auth(account) });
@@ -166,12 +132,12 @@ t.test('the prefix matrix: /api/list, GET, HEAD and PUT per account', async (t) 
       .toString()
       .split('\n')
       .filter((line) => line.startsWith('http'));
-    t.equal(hrefs.length, READABLE[account].length, `${account}: the M3U too`);
-    for (const name of FILES) {
+    t.equal(hrefs.length, READABLE_BY[account].length, `${account}: the M3U too`);
+    for (const name of RULE_FILES) {
       for (const method of ['GET', 'HEAD']) {
         const res = await m.http({ method, target: mediaPath(name), headers: auth(account) });
         const what = `${account} ${method} ${name}`;
-        if (READABLE[account].includes(name)) {
+        if (READABLE_BY[account].includes(name)) {
           t.equal(res.status, 200, what);
           if (method === 'GET') t.equal(res.body.toString(), files[name]);
         } else if (account === 'anonymous') {
@@ -208,7 +174,7 @@ t.test('a refusal never reveals whether the name exists', async (t) => {
   ];
   for (const account of ['anonymous', 'bob', 'dan'] as const) {
     for (const [existing, missing] of pairs) {
-      if (READABLE[account].includes(existing)) continue;
+      if (READABLE_BY[account].includes(existing)) continue;
       for (const method of ['GET', 'HEAD']) {
         const a = await env.http({ method, target: mediaPath(existing), headers: auth(account) });
         const b = await env.http({ method, target: mediaPath(missing), headers: auth(account) });

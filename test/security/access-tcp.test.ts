@@ -14,7 +14,10 @@ import {
   ask,
   checkNoSecrets,
   codeOf,
+  READABLE_BY,
+  RULE_FILES,
   readList,
+  ruleAccountLines,
   startAccessServer,
   type AccessEnv,
 } from '../helpers/access-env.js';
@@ -30,37 +33,6 @@ const PASSWORDS = {
 const WRONG = ['wrong-Pw-0001', 'wrong-Pw-0002', 'wrong-Pw-0003', 'wrong-Pw-0004'];
 /** A password typed into the name field by mistake (`AUTH,<password>,…`). */
 const NAME_TYPO = 'hunter2 Typo-Pw-5150';
-
-const FILES = [
-  'music/a.mp3',
-  'music/x/b.mp3',
-  'music/uploads/u.mp3',
-  'music/uploads/private/p.mp3',
-  'musicals/c.mp3',
-  'music.mp3',
-  'public/pub.jpg',
-  'public/secret/s.jpg',
-  'public/drop/d.jpg',
-  'publicity/q.jpg',
-  'top.mp4',
-];
-
-/** Who may read what: the contract's longest-prefix rule on whole segments. */
-const READABLE: Record<string, string[]> = {
-  anonymous: ['public/drop/d.jpg', 'public/pub.jpg'],
-  alice: ['music/a.mp3', 'music/uploads/u.mp3', 'music/x/b.mp3'],
-  bob: [
-    'music.mp3',
-    'musicals/c.mp3',
-    'public/drop/d.jpg',
-    'public/pub.jpg',
-    'public/secret/s.jpg',
-    'publicity/q.jpg',
-    'top.mp4',
-  ],
-  carol: [...FILES].sort(),
-  dan: [],
-};
 
 /** New names to write, and who may (rw). */
 const WRITE_TARGETS: [string, string[]][] = [
@@ -94,21 +66,13 @@ const slowDerive: DeriveKey = async (password, salt, keyLength, params) => {
 async function usersLines(): Promise<string[]> {
   return [
     '# black-box test accounts',
-    'anonymous::r=/public,-=/public/secret,rw=/public/drop',
-    await accountLine(
-      'alice',
-      PASSWORDS.alice,
-      'r=/music,rw=/music/uploads,-=/music/uploads/private',
-    ),
-    await accountLine('bob', PASSWORDS.bob, 'r=/,-=/music'),
-    await accountLine('carol', PASSWORDS.carol, 'rw=/'),
-    await accountLine('dan', PASSWORDS.dan, ''),
+    ...(await ruleAccountLines(PASSWORDS)),
     await accountLine('comma', PASSWORDS.comma, 'r=/top.mp4'),
   ];
 }
 
 const users = await usersLines();
-const files = Object.fromEntries(FILES.map((name) => [name, `content of ${name}`]));
+const files = Object.fromEntries(RULE_FILES.map((name) => [name, `content of ${name}`]));
 
 async function start(
   test: Test,
@@ -146,7 +110,7 @@ t.test('WHOAMI, AUTH, a second AUTH switches or fails and keeps the account', as
   const failed = await ask(c, `AUTH,alice,${WRONG[0]}`);
   t.equal(codeOf(failed), 'AUTH_FAILED');
   t.equal(await ask(c, 'WHOAMI'), 'OK WHOAMI bob', 'a failed AUTH keeps the current account');
-  t.same(await (c.send('LIST\n'), readList(c)), READABLE.bob, "and bob's LIST");
+  t.same(await (c.send('LIST\n'), readList(c)), READABLE_BY.bob, "and bob's LIST");
   t.equal(
     await ask(c, `AUTH,comma,${PASSWORDS.comma}`),
     'OK AUTH comma',
@@ -168,7 +132,7 @@ t.test('pipelined behind a slow AUTH: every command is judged after it', async (
   await c.send(`AUTH,alice,${PASSWORDS.alice}\nLIST\nWHOAMI\n`);
   t.equal(await c.readLine(), 'OK AUTH alice');
   t.ok(Date.now() - before >= 120, 'the check was slow (the order matters)');
-  t.same(await readList(c), READABLE.alice, 'LIST in the same write runs as alice');
+  t.same(await readList(c), READABLE_BY.alice, 'LIST in the same write runs as alice');
   t.equal(await c.readLine(), 'OK WHOAMI alice');
 
   // A failed AUTH, then LIST: anonymous's listing, not alice's (she is still logged in here,
@@ -176,14 +140,14 @@ t.test('pipelined behind a slow AUTH: every command is judged after it', async (
   const d = await client('127.0.1.3');
   await d.send(`AUTH,alice,${WRONG[0]}\nLIST\nWHOAMI\n`);
   t.equal(codeOf(await d.readLine()), 'AUTH_FAILED');
-  t.same(await readList(d), READABLE.anonymous, 'LIST after a failed AUTH runs as anonymous');
+  t.same(await readList(d), READABLE_BY.anonymous, 'LIST after a failed AUTH runs as anonymous');
   t.equal(await d.readLine(), 'OK WHOAMI anonymous');
 
   // Logged in as bob: a failed AUTH as alice, then LIST: still bob's.
   await d.send(`AUTH,bob,${PASSWORDS.bob}\nAUTH,alice,${WRONG[1]}\nLIST\n`);
   t.equal(await d.readLine(), 'OK AUTH bob');
   t.equal(codeOf(await d.readLine()), 'AUTH_FAILED');
-  t.same(await readList(d), READABLE.bob, 'a failed AUTH in a pipeline keeps bob');
+  t.same(await readList(d), READABLE_BY.bob, 'a failed AUTH in a pipeline keeps bob');
 
   // AUTH then WRITE and its payload in one write: the WRITE is alice's, not anonymous's
   // (anonymous would get AUTH_REQUIRED and a closed connection).
@@ -294,16 +258,16 @@ t.test('the prefix matrix: LIST, READ, HASH and WRITE per account', async (t) =>
     const from = `127.0.2.${n++}`;
     const c = await client(from, account === 'anonymous' ? undefined : account, m);
     await c.send('LIST\n');
-    t.same(await readList(c), READABLE[account], `${account}: LIST shows only what it may read`);
+    t.same(await readList(c), READABLE_BY[account], `${account}: LIST shows only what it may read`);
     await c.send('LIST,picture\n');
     t.same(
       await readList(c),
-      READABLE[account].filter((name) => name.endsWith('.jpg')),
+      READABLE_BY[account].filter((name) => name.endsWith('.jpg')),
       `${account}: LIST,picture too`,
     );
     const refusal = account === 'anonymous' ? 'AUTH_REQUIRED' : 'DENIED';
-    for (const name of FILES) {
-      const readable = READABLE[account].includes(name);
+    for (const name of RULE_FILES) {
+      const readable = READABLE_BY[account].includes(name);
       const read = await ask(c, `READ,${name}`);
       if (readable) {
         t.equal(read, `OK ${files[name].length}`, `${account} READ ${name}`);
@@ -352,7 +316,7 @@ t.test('a refusal never reveals whether the name exists', async (t) => {
   for (const account of ['anonymous', 'dan', 'bob'] as const) {
     const c = await client('127.0.3.1', account === 'anonymous' ? undefined : account);
     for (const [existing, missing] of pairs) {
-      if (READABLE[account].includes(existing)) continue;
+      if (READABLE_BY[account].includes(existing)) continue;
       for (const verb of ['READ', 'HASH']) {
         const a = await ask(c, `${verb},${existing}`);
         const b = await ask(c, `${verb},${missing}`);
