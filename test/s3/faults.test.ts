@@ -17,7 +17,7 @@ import {
 import { IoeClient, ProtocolError } from '../../pipelines/client.js';
 import { createS3Client } from '../../lib/s3-client.js';
 import { S3Storage } from '../../lib/s3-storage.js';
-import { eventually, rig as getRig, run, s3Client, startReplica, type Rig } from './rig.js';
+import { eventually, rig as getRig, run, runGc, s3Client, startReplica, type Rig } from './rig.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
@@ -114,18 +114,7 @@ t.test('a gateway stopped mid-upload: INTERNAL, nothing published, back when it 
   t.equal((await elsewhere.hash(name)).sha256, sha256(bytes), 'published, seen on the other');
 
   // What the failed upload left (its parts, if the abort could not reach the store) goes too.
-  const gc = await run(
-    process.execPath,
-    [
-      'dist/scripts/server.js',
-      'gc',
-      '--storage',
-      `s3://${rig.bucket}/${prefix}`,
-      '--s3-path-style',
-    ],
-    { ...process.env, ...rig.credentials, AWS_ENDPOINT_URL: rig.endpoints[0] },
-    30_000,
-  );
+  const gc = await runGc(rig, prefix, rig.endpoints[0]);
   t.comment(gc.trim());
   const s3 = s3Client(rig);
   const uploads = await s3.send(
@@ -243,18 +232,7 @@ t.test('gc deletes an orphan now, leaves a stranger alone, exits 0', async (t) =
       await s3.send(new DeleteObjectCommand({ Bucket: rig.bucket, Key: key }));
     }
   });
-  const output = await run(
-    process.execPath,
-    [
-      'dist/scripts/server.js',
-      'gc',
-      '--storage',
-      `s3://${rig.bucket}/${prefix}`,
-      '--s3-path-style',
-    ],
-    { ...process.env, ...rig.credentials, AWS_ENDPOINT_URL: rig.endpoints[1] },
-    30_000,
-  );
+  const output = await runGc(rig, prefix, rig.endpoints[1]);
   t.match(output, /^gc: deleted 1 data object\(s\) \(5 bytes\)/);
   await t.rejects(s3.send(new HeadObjectCommand({ Bucket: rig.bucket, Key: orphan })));
   await s3.send(new HeadObjectCommand({ Bucket: rig.bucket, Key: stranger }));

@@ -19,7 +19,7 @@ import { IoeClient, ProtocolError } from '../../pipelines/client.js';
 import {
   eventually,
   rig as getRig,
-  run,
+  runGc,
   s3Client,
   startReplica,
   TEST_LEASE_SECONDS,
@@ -266,18 +266,7 @@ t.test('kill -9 mid-upload: nothing visible, the lease expires, gc leaves no orp
   );
   t.comment(`the crashed replica's lock was free ${Math.round(freedAfter)} ms after kill -9`);
 
-  const gc = await run(
-    process.execPath,
-    [
-      'dist/scripts/server.js',
-      'gc',
-      '--storage',
-      `s3://${rig.bucket}/${prefix}`,
-      '--s3-path-style',
-    ],
-    { ...process.env, ...rig.credentials, AWS_ENDPOINT_URL: rig.endpoints[1] },
-    30_000,
-  );
+  const gc = await runGc(rig, prefix, rig.endpoints[1]);
   t.match(gc, /aborted [1-9]\d* multipart upload/, 'gc aborted the dead multipart upload');
   t.comment(gc.trim());
   const uploads = await s3.send(
