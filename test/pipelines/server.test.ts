@@ -915,9 +915,10 @@ t.test('TIMEOUT: idle and trickling clients are closed; steady progress is not',
 
 t.test('TIMEOUT does not cut a reader that is slow but steady', async (t) => {
   // Progress is what the server sees leave: the reader takes 1 MiB every 300 ms, so the file
-  // takes longer than the 1 s timeout while the server's bytes keep moving.
-  const { connect, root } = await startServer(t, { idleTimeoutSeconds: 1 });
-  const data = randomBytes(10 * 1024 * 1024);
+  // takes longer than the 2 s timeout while the server's bytes keep moving. (With 1 s, a test
+  // process starved for a second on a loaded machine really was idle, and was rightly cut.)
+  const { connect, root } = await startServer(t, { idleTimeoutSeconds: 2 });
+  const data = randomBytes(12 * 1024 * 1024);
   await writeFile(join(root, 'big.mp4'), data);
   const c = await connect();
   c.socket.removeAllListeners('data');
@@ -932,18 +933,21 @@ t.test('TIMEOUT does not cut a reader that is slow but steady', async (t) => {
   const total = data.length + `OK ${data.length}\n`.length;
   const started = Date.now();
   await c.send('READ,big.mp4\n');
-  while (received < total && !c.ended && Date.now() - started < 20_000) {
+  while (received < total && !c.ended && Date.now() - started < 30_000) {
     await sleep(300);
     allowance += 1024 * 1024;
     c.socket.resume();
   }
-  t.ok(Date.now() - started > 1500, 'the read took longer than the timeout');
+  t.ok(Date.now() - started > 2500, 'the read took longer than the timeout');
   const all = Buffer.concat(chunks);
   t.equal(all.subarray(0, all.indexOf(0x0a)).toString(), `OK ${data.length}`);
   const body = all.subarray(all.indexOf(0x0a) + 1);
-  t.ok(body.subarray(0, data.length).equals(data), 'the whole file arrived');
+  t.ok(body.length >= data.length, `the whole file arrived (${body.length} of ${data.length})`);
+  const head = body.subarray(0, data.length);
+  const firstDiff = head.findIndex((byte, at) => byte !== data[at]);
+  t.equal(firstDiff, -1, 'every byte as stored (-1: no byte differs)');
   // Once the last bytes are in the kernel's buffers the server has nothing left to send; if the
-  // reader still needs over a second to drain them, the idle connection may then be closed,
+  // reader still needs over the timeout to drain them, the idle connection may then be closed,
   // after the payload (never inside it).
   t.match(
     body.subarray(data.length).toString(),
