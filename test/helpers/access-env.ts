@@ -10,7 +10,6 @@ import { chmod, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'nod
 import { connect, createServer } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { pino, type Logger } from 'pino';
 import type { Test } from 'tap';
@@ -20,11 +19,12 @@ import type { TlsSetup } from '../../lib/tls.js';
 import { MediaServer } from '../../pipelines/server.js';
 import { buildRequest, HttpConn, type HttpResponse, type RequestSpec } from './http-client.js';
 import { RawClient } from './raw-client.js';
+import { built } from './paths.js';
 
 const run = promisify(execFile);
 
 /** The compiled executable (`npm run build` first). */
-export const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));
+export const SERVER = built('scripts/server.js');
 
 /** The cheapest credential the contract allows (N = 2^15), with r = 1 so a check is ~20 ms. */
 export const FAST_SCRYPT: ScryptParams = { ln: 15, r: 1, p: 1 };

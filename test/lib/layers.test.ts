@@ -5,9 +5,9 @@
 import t from 'tap';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from '../helpers/paths.js';
 
-const top = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const top = ROOT;
 const below: Record<string, string[]> = {
   lib: ['lib'],
   pipelines: ['lib', 'pipelines'],

@@ -11,12 +11,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { MediaServer } from '../../pipelines/server.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { request, within } from '../helpers/http-client.js';
+import { built } from '../helpers/paths.js';
 
-const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));
+const SERVER = built('scripts/server.js');
 
 /** Holds a port (a free one, or `port`) until the test ends; undefined if it is taken. */
 async function holdPort(port = 0): Promise<{ server: Server; port: number } | undefined> {
@@ -63,11 +63,11 @@ t.test('in process: an HTTP port that cannot be bound stops the server', async (
   await t.rejects(server.listen(), { code: 'EADDRINUSE' }, 'listen fails');
 });
 
-const built = existsSync(SERVER);
+const serverBuilt = existsSync(SERVER);
 t.test(
   'the executable: `web on` after `listening on`, --http-port, --no-http',
   {
-    skip: built ? false : 'dist/scripts/server.js is not built (npm run build)',
+    skip: serverBuilt ? false : 'dist/scripts/server.js is not built (npm run build)',
   },
   async (t) => {
     const launch = (args: string[]) => {

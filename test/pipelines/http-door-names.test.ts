@@ -17,6 +17,7 @@ import {
   startServer,
   type HttpResponse,
 } from '../helpers/http-client.js';
+import { ROOT } from '../helpers/paths.js';
 
 const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
@@ -397,7 +398,7 @@ t.test('a method a path does not support: 405 with Allow', async (t) => {
 });
 
 t.test('the page at / (served by the server, no external resources)', async (t) => {
-  const assets = await loadWebAssets({ page: join(import.meta.dirname, '../../scripts/web') });
+  const assets = await loadWebAssets({ page: join(ROOT, 'scripts/web') });
   const s = await startServer(t, { webAssets: assets });
   const res = await s.req({ target: '/' });
   checkHead(t, res);

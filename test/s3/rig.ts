@@ -14,13 +14,12 @@ import { mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 import { createS3Client } from '../../lib/s3-client.js';
+import { built, ROOT } from '../helpers/paths.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const SCRIPT = join(ROOT, 'scripts/ceph-rgw.sh');
-const SERVER_JS = join(ROOT, 'dist/scripts/server.js');
+const SERVER_JS = built('scripts/server.js');
 /** Installing Ceph (~20 s) and starting it (~5 s), with room for a slow machine. */
 const UP_TIMEOUT_MS = 240_000;
 const START_TIMEOUT_MS = 15_000;

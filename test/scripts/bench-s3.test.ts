@@ -9,15 +9,15 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   S3_SCENARIOS,
   expandS3Alias,
   s3StoreFromEnv,
   withoutStore,
 } from '../../scripts/bench/s3-scenarios.js';
+import { built } from '../helpers/paths.js';
 
-const BENCH_JS = fileURLToPath(new URL('../../dist/scripts/bench.js', import.meta.url));
+const BENCH_JS = built('scripts/bench.js');
 const S3_IDS = S3_SCENARIOS.map((s) => s.id);
 
 t.test('the alias s3 names every S3 scenario, in place', async (t) => {

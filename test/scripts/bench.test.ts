@@ -38,7 +38,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { httpHeadEnd, lineEnd, parseHttpHead, parseIoeHead } from '../../scripts/bench/heads.js';
 import { dealClients, mergeResults, requestFor, runLoad } from '../../scripts/bench/load.js';
 import { benchProgram, parseBenchOptions } from '../../scripts/bench/options.js';
@@ -64,6 +63,7 @@ import {
 } from '../../scripts/bench/proc.js';
 import { Payload, Wire, ioeRead, ioeWrite } from '../../scripts/bench/wire.js';
 import { parseWrkOutput, parseWrkTime, rotateScript, runWrk } from '../../scripts/bench/wrk.js';
+import { built } from '../helpers/paths.js';
 
 t.test('median of odd and even counts, unsorted input, non-finite values dropped', async (t) => {
   t.equal(median([3, 1, 2]), 2);
@@ -472,7 +472,7 @@ async function tinyIoe(size: number): Promise<{ port: number; close: () => Promi
   };
 }
 
-const BENCH_JS = fileURLToPath(new URL('../../dist/scripts/bench.js', import.meta.url));
+const BENCH_JS = built('scripts/bench.js');
 
 const tinyNames = (n: number) => Array.from({ length: n }, (_, i) => `f/${i}.jpg`);
 

@@ -8,13 +8,13 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { createServer, type AddressInfo } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Access } from '../../lib/access.js';
 import { hashPassword } from '../../lib/accounts.js';
 import { TlsSetup } from '../../lib/tls.js';
 import { MediaServer } from '../../pipelines/server.js';
+import { built } from '../helpers/paths.js';
 
-const CLI = fileURLToPath(new URL('../../dist/scripts/client.js', import.meta.url));
+const CLI = built('scripts/client.js');
 
 interface Env {
   root: string;
@@ -102,10 +102,7 @@ function failsWith(tt: Test, run: Run, pattern: RegExp, what: string): void {
 
 t.test('the built bins are executable, as package.json "bin" links them', async (t) => {
   // npx may run a cached link to them without setting the mode itself.
-  for (const bin of [
-    CLI,
-    fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url)),
-  ]) {
+  for (const bin of [CLI, built('scripts/server.js')]) {
     t.ok((await stat(bin)).mode & 0o100, `${bin.split('/').pop()} is executable`);
   }
 });

@@ -10,10 +10,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { listeningPort } from '../helpers/listening.js';
+import { built } from '../helpers/paths.js';
 
-const RAW = fileURLToPath(new URL('../../dist/scripts/bench/raw-node-server.js', import.meta.url));
+const RAW = built('scripts/bench/raw-node-server.js');
 
 async function upload(extra: string[], payload: Buffer): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'ioe-raw-'));

@@ -22,10 +22,10 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { RawClient, eventually, sleep } from '../helpers/raw-client.js';
+import { built } from '../helpers/paths.js';
 
-const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));
+const SERVER = built('scripts/server.js');
 
 interface Teardown {
   teardown(fn: () => unknown): void;

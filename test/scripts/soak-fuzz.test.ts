@@ -6,10 +6,9 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { built } from '../helpers/paths.js';
 
-const script = (name: string): string =>
-  fileURLToPath(new URL(`../../dist/scripts/${name}.js`, import.meta.url));
+const script = (name: string): string => built(`scripts/${name}.js`);
 
 interface Run {
   code: number | null;

@@ -16,7 +16,8 @@ import { Authenticator } from '../../lib/authenticator.js';
 import { runUsersCommand, type UsersInput } from '../../scripts/users.js';
 
 const FAST = { ln: 15, r: 1, p: 1 };
-const USERS_MODULE = fileURLToPath(new URL('../../scripts/users.ts', import.meta.url));
+/** The compiled module beside this compiled test (tests run from dist/test/). */
+const USERS_MODULE = fileURLToPath(new URL('../../scripts/users.js', import.meta.url));
 
 interface Run {
   code: number;
@@ -269,11 +270,6 @@ t.test('on a terminal: asked twice, raw mode (no echo), the line editing keys', 
   t.equal(await readFile(file, 'utf8'), before, 'none of these changed the file');
 });
 
-/** The TypeScript loader tap runs tests with, so a child can import scripts/users.ts. */
-function loaderArgs(): string[] {
-  return process.execArgv.filter((arg) => arg.includes('@tapjs/typescript'));
-}
-
 function childScript(): string {
   return (
     `import(${JSON.stringify(USERS_MODULE)}).then(async (m) => {` +
@@ -285,7 +281,7 @@ t.test('as a process: one line from a pipe that stays open, and it exits', async
   const file = await tempFile(t);
   const child = spawn(
     process.execPath,
-    [...loaderArgs(), '--input-type=module', '-e', childScript(), 'add', 'alice', '--file', file],
+    ['--input-type=module', '-e', childScript(), 'add', 'alice', '--file', file],
     { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } },
   );
   let stderr = '';
@@ -321,7 +317,6 @@ t.test(
     const quote = (arg: string): string => `'${arg.replaceAll("'", "'\\''")}'`;
     const command = [
       process.execPath,
-      ...loaderArgs(),
       '--input-type=module',
       '-e',
       childScript(),

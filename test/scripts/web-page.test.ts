@@ -31,15 +31,12 @@ import { hashPassword } from '../../lib/accounts.js';
 import { loadWebAssets } from '../../lib/web-assets.js';
 import { MediaServer } from '../../pipelines/server.js';
 import { eventually } from '../helpers/raw-client.js';
+import { ROOT } from '../helpers/paths.js';
 
 const CHROMIUM = '/usr/bin/chromium';
-const SHOT = fileURLToPath(
-  new URL(
-    process.env.UPDATE_SCREENSHOT
-      ? '../../scripts/screenshots/web-page.png'
-      : '../../.tap/web-page.png',
-    import.meta.url,
-  ),
+const SHOT = join(
+  ROOT,
+  process.env.UPDATE_SCREENSHOT ? 'scripts/screenshots/web-page.png' : '.tap/web-page.png',
 );
 /** Every wait in this file is bounded by this (or less). */
 const WAIT_MS = 10_000;
@@ -106,7 +103,7 @@ async function main(): Promise<void> {
   // ---- the servers: the real page and the noble files, as scripts/server.ts loads them ----
   const noble = dirname(fileURLToPath(import.meta.resolve('@noble/hashes/sha2.js')));
   const assets = await loadWebAssets({
-    page: fileURLToPath(new URL('../../scripts/web/', import.meta.url)),
+    page: join(ROOT, 'scripts/web/'),
     extra: Object.fromEntries(
       ['sha2.js', '_md.js', '_u64.js', 'utils.js'].map((f) => [
         `noble-hashes/${f}`,

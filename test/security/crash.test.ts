@@ -20,10 +20,10 @@ import {
 import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { listeningPort } from '../helpers/listening.js';
+import { built } from '../helpers/paths.js';
 
-const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));
+const SERVER = built('scripts/server.js');
 const WAIT_MS = 10_000;
 
 /** Starts the executable; resolves with the child and its port once it is listening. */

@@ -20,14 +20,14 @@ import fs from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import fsp from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { MediaServer } from '../../pipelines/server.js';
 import { connect, ProtocolError } from '../../pipelines/client.js';
 import { listeningPort } from '../helpers/listening.js';
+import { built } from '../helpers/paths.js';
 
-const SERVER = fileURLToPath(new URL('../../dist/scripts/server.js', import.meta.url));
+const SERVER = built('scripts/server.js');
 const WAIT_MS = 10_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
