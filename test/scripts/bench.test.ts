@@ -45,6 +45,7 @@ import {
   PYTHON_REFERENCE,
   RAW_NODE_JS,
   SERVER_JS,
+  SERVER_ENV,
   SERVER_NODE_FLAGS,
   cpuSeconds,
   findExecutable,
@@ -614,18 +615,22 @@ t.test('the scripts the bench starts resolve from the package root', async (t) =
   t.equal(packageRoot(join(root, 'dist', 'scripts', 'bench', 'proc.js')), root, 'from dist/ too');
 });
 
-t.test('the bench starts the server with the V8 flags npm start and ioe-server use', async (t) => {
-  const root = packageRoot();
-  const flags = SERVER_NODE_FLAGS.join(' ');
-  const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as {
-    scripts: Record<string, string>;
-  };
-  t.equal(pkg.scripts.start, `node ${flags} dist/scripts/server.js`, 'npm start');
-  const source = await readFile(join(root, 'scripts', 'server.ts'), 'utf8');
-  t.equal(source.split('\n')[0], `#!/usr/bin/env -S node ${flags}`, "ioe-server's #! line");
-  const built = await readFile(SERVER_JS, 'utf8');
-  t.equal(built.split('\n')[0], source.split('\n')[0], 'kept by the build');
-});
+t.test(
+  'the bench starts the server with the flags and environment of npm start and ioe-server',
+  async (t) => {
+    const root = packageRoot();
+    const vars = Object.entries(SERVER_ENV).map(([name, value]) => `${name}=${value}`);
+    const flags = [...vars, 'node', ...SERVER_NODE_FLAGS].join(' ');
+    const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    t.equal(pkg.scripts.start, `${flags} dist/scripts/server.js`, 'npm start');
+    const source = await readFile(join(root, 'scripts', 'server.ts'), 'utf8');
+    t.equal(source.split('\n')[0], `#!/usr/bin/env -S ${flags}`, "ioe-server's #! line");
+    const built = await readFile(SERVER_JS, 'utf8');
+    t.equal(built.split('\n')[0], source.split('\n')[0], 'kept by the build');
+  },
+);
 
 /** A root with `count` small .jpg files of `size` bytes under small/; returns the dir. */
 async function smallRoot(t: Test, count: number, size: number): Promise<string> {
