@@ -180,7 +180,6 @@ export async function rig(t: Test): Promise<Rig> {
   };
 }
 
-/** An SDK client on one gateway, for looking at the bucket directly. */
 /** `ioe-server gc` on `prefix` of the rig's bucket through `endpoint`; resolves with its output. */
 export function runGc(rig: Rig, prefix: string, endpoint = rig.endpoints[0]): Promise<string> {
   return run(
@@ -191,6 +190,7 @@ export function runGc(rig: Rig, prefix: string, endpoint = rig.endpoints[0]): Pr
   );
 }
 
+/** An SDK client on one gateway, for looking at the bucket directly. */
 export function s3Client(rig: Rig, endpoint = rig.endpoints[0]) {
   process.env.AWS_ACCESS_KEY_ID ??= rig.credentials.AWS_ACCESS_KEY_ID;
   process.env.AWS_SECRET_ACCESS_KEY ??= rig.credentials.AWS_SECRET_ACCESS_KEY;

@@ -38,9 +38,8 @@ const PASSWORDS = {
   'ü-colon': 'pä:ss wörd',
 };
 const WRONG = ['wrong-Http-1', 'wrong-Http-2', 'wrong-Http-3', 'wrong-Http-4', 'wrong-Http-5'];
-type Who = RuleAccount;
 
-const WRITE_TARGETS: [string, Who[]][] = [
+const WRITE_TARGETS: [string, RuleAccount[]][] = [
   ['music/uploads/w.mp3', ['alice', 'carol']],
   ['music/uploads/private/w.mp3', ['carol']],
   ['music/w.mp3', ['carol']],
@@ -54,7 +53,7 @@ const files = Object.fromEntries(RULE_FILES.map((name) => [name, `content of ${n
 const env = await startAccessServer(t, { users, files });
 const allLogs: string[][] = [env.log.lines];
 
-function auth(who: Who): Record<string, string> {
+function auth(who: RuleAccount): Record<string, string> {
   return who === 'anonymous' ? {} : { Authorization: basic(who, PASSWORDS[who]) };
 }
 
@@ -117,7 +116,7 @@ t.test('Basic: a wrong password and an unknown name get the same bytes', async (
 t.test('the prefix matrix: /api/list, GET, HEAD and PUT per account', async (t) => {
   const m = await startAccessServer(t, { users, files });
   allLogs.push(m.log.lines);
-  const who: Who[] = ['anonymous', 'alice', 'bob', 'carol', 'dan'];
+  const who: RuleAccount[] = ['anonymous', 'alice', 'bob', 'carol', 'dan'];
   for (const account of who) {
     const list = await m.http({ target: '/api/list', headers: auth(account) });
     t.equal(list.status, 200, `${account}: /api/list`);
@@ -195,7 +194,7 @@ t.test('a refusal never reveals whether the name exists', async (t) => {
 async function putHead(
   server: AccessEnv,
   target: string,
-  who: Who,
+  who: RuleAccount,
   length: string,
   body = '',
 ): Promise<HttpResponse> {
