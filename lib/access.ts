@@ -88,10 +88,13 @@ export type ReloadResult =
 export class Access {
   readonly authenticator: Authenticator;
   private readonly options: AccessOptions;
+  /** Whether only this machine can reach the bind: asked by every HTTP request, parsed once. */
+  private readonly loopbackBind: boolean;
 
   /** Prefer `Access.create`, which loads the file; this takes accounts already loaded. */
   constructor(accounts: Accounts, options: AccessOptions) {
     this.options = options;
+    this.loopbackBind = isLoopbackHost(options.bindHost);
     const capped =
       options.readOnly === undefined ? accounts : accounts.withReadOnly(options.readOnly);
     this.authenticator = new Authenticator({ ...options.authenticator, accounts: capped });
@@ -113,9 +116,7 @@ export class Access {
 
   /** No accounts file, a bind others can reach, and no `--public`. */
   get protectedMode(): boolean {
-    return (
-      !this.accounts.configured && !this.options.public && !isLoopbackHost(this.options.bindHost)
-    );
+    return !this.loopbackBind && !this.accounts.configured && !this.options.public;
   }
 
   /** Lines for the start-up log (`warn`): what is more open, or less, than it looks. */
