@@ -19,9 +19,12 @@
  *                            reply is one buffer, and the event loop waits on the disk); on
  *                            Node 22.12 and later, four listening sockets share the port, as
  *                            in the IOE server
+ *     --processes N          N processes (node:cluster) share the port: what a second core
+ *                            would give a Node server that shared nothing between them
  *
  * Only for the benchmark: names are not checked.
  */
+import cluster from 'node:cluster';
 import { createHash } from 'node:crypto';
 import {
   closeSync,
@@ -34,7 +37,7 @@ import {
 import { unlink } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 
 const CHUNK = 1024 * 1024;
 
@@ -48,6 +51,15 @@ const program = new Command('raw-node-server')
   .option('--dir <dir>', 'folder for uploads in upload mode')
   .option('--root <dir>', 'folder of named files in named and small modes')
   .option('--sha256', 'upload mode: hash the bytes on the way, as IOE does', false)
+  .option(
+    '--processes <n>',
+    'processes sharing the port (node:cluster)',
+    (value: string) => {
+      if (!/^[1-9][0-9]*$/.test(value)) throw new InvalidArgumentError('not a positive number');
+      return Number(value);
+    },
+    1,
+  )
   .option('--host <host>', 'address to bind', '127.0.0.1')
   .option('--port <port>', 'port; 0 picks a free one', '0');
 program.parse();
@@ -57,6 +69,7 @@ const opts = program.opts<{
   dir?: string;
   root?: string;
   sha256: boolean;
+  processes: number;
   host: string;
   port: string;
 }>();
@@ -200,7 +213,8 @@ function reusePortSupported(): boolean {
  * server's doors do (libuv accepts one connection per listening socket per turn of the event
  * loop, so 200 clients connecting to a busy server would wait turns for their first reply).
  */
-const LISTENERS = opts.mode === 'small' && reusePortSupported() ? 4 : 1;
+const PROCESSES = opts.processes;
+const LISTENERS = opts.mode === 'small' && PROCESSES === 1 && reusePortSupported() ? 4 : 1;
 
 const servers: Server[] = [];
 
@@ -219,15 +233,41 @@ async function start(): Promise<void> {
   const sharing = LISTENERS > 1;
   const address = await listen(Number(opts.port), sharing);
   for (let i = 1; i < LISTENERS; i++) await listen(address.port, true);
-  console.log(`listening on ${address.address}:${address.port}`);
+  // Workers of --processes share the primary's port (listen(0) in a worker gets the same one
+  // for all): the primary says where once all of them listen.
+  if (cluster.isPrimary) console.log(`listening on ${address.address}:${address.port}`);
+  else process.send?.({ listening: address.port });
 }
 
-start().catch((error: unknown) => {
-  console.error(error instanceof Error ? error.message : error);
-  process.exit(1);
-});
+/** --processes N: the primary only forks the workers and says where they listen. */
+function startWorkers(): void {
+  let listening = 0;
+  cluster.on('message', (_worker, message: { listening?: number }) => {
+    if (message.listening !== undefined && ++listening === PROCESSES) {
+      console.log(`listening on ${opts.host}:${message.listening}`);
+    }
+  });
+  cluster.on('exit', (_worker, code) => {
+    console.error(`a worker exited (${code})`);
+    process.exit(1);
+  });
+  for (let i = 0; i < PROCESSES; i++) cluster.fork();
+}
+
+if (PROCESSES > 1 && cluster.isPrimary) {
+  startWorkers();
+} else {
+  start().catch((error: unknown) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exit(1);
+  });
+}
 const stop = (): void => {
   for (const server of servers) server.close();
+  if (cluster.isPrimary) {
+    cluster.removeAllListeners('exit');
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.kill();
+  }
   process.exit(0);
 };
 process.on('SIGTERM', stop);

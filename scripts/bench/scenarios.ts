@@ -150,6 +150,8 @@ const SUBJECT = 'ioe';
 
 /** raw-node's upload that also hashes SHA-256 on the way: what the protocol's hash costs. */
 const RAW_SHA256 = 'raw-node+sha256';
+/** raw-node's small mode in two processes: the ceiling of a Node server using both cores. */
+const RAW_TWO = 'raw-node-x2';
 
 /** The Python reference: a thread per connection, protocol v1, SHA-256 and fsync on WRITE. */
 const PYTHON = 'python';
@@ -308,6 +310,10 @@ function mediaServers(
     }
     if (server === 'raw-node') {
       starters[server] = () => startRawNode(config.node, raw, logFile(ctx, 'raw'));
+    }
+    if (server === RAW_TWO) {
+      starters[server] = () =>
+        startRawNode(config.node, [...raw, '--processes', '2'], logFile(ctx, 'raw-x2'));
     }
     if (server === RAW_SHA256) {
       starters[server] = () =>
@@ -611,13 +617,13 @@ function manySmall(http: boolean): Scenario {
     subject: SUBJECT,
     peers: http
       ? ['ioe', 'nginx', IOE_WRK, NGINX_WRK]
-      : ['ioe', 'raw-node', PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
+      : ['ioe', 'raw-node', RAW_TWO, PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
     metrics: SMALL_METRICS,
     async run(ctx) {
       const { paths: p } = ctx;
       const peers = http
         ? peersOf(ctx, ['nginx', IOE_WRK, NGINX_WRK])
-        : peersOf(ctx, ['raw-node', PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS]);
+        : peersOf(ctx, ['raw-node', RAW_TWO, PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS]);
       const raw = ['--mode', 'small', '--root', p.media];
       await withServers(mediaServers(ctx, peers, raw), (servers) =>
         interleave(ctx, this.id, peers, (peer) => {
