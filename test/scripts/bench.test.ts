@@ -38,6 +38,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { httpHeadEnd, lineEnd, parseHttpHead, parseIoeHead } from '../../scripts/bench/heads.js';
 import { dealClients, mergeResults, requestFor, runLoad } from '../../scripts/bench/load.js';
 import { benchProgram, parseBenchOptions } from '../../scripts/bench/options.js';
@@ -679,6 +680,47 @@ t.test("raw-node's small mode: `OK <size>` and the file, as IOE answers READ", a
   t.equal(await wire.line(5000), 'OK 5000', 'a bare name is a READ too');
   await wire.skip(5000, 5000);
   t.equal(await wire.line(5000), 'OK 5000');
+});
+
+t.test('raw-node-x2: two processes share the port, and stopping it stops them all', async (t) => {
+  const root = await smallRoot(t, 8, 4000);
+  const server = await stopping(
+    t,
+    await startRawNode(
+      process.execPath,
+      ['--mode', 'small', '--root', root, '--processes', '2'],
+      join(root, 'raw-x2.log'),
+    ),
+  );
+  const children = (await readFile(`/proc/${server.pid}/task/${server.pid}/children`, 'utf8'))
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  t.equal(children.length, 2, 'a primary and two workers');
+  const load = await runLoad({
+    port: server.port,
+    host: '127.0.0.1',
+    clients: 4,
+    perClient: 2,
+    workers: 1,
+    kind: 'ioe',
+    names: smallNames(8),
+    size: 4000,
+    timeoutMs: 10_000,
+  });
+  t.equal(load.completed, 8);
+  t.equal(load.errors, 0);
+  await server.stop();
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 100 && children.some(alive); i++) await sleep(50);
+  t.same(children.filter(alive), [], 'no worker is left behind');
 });
 
 const PYTHON = findPython();
