@@ -645,6 +645,18 @@ async function smallRoot(t: Test, count: number, size: number): Promise<string> 
 
 const smallNames = (n: number) => Array.from({ length: n }, (_, i) => `small/${i}.jpg`);
 
+/** `clients` clients READ `perClient` files of `size` bytes each, once, from a small root. */
+function loadSmall(
+  port: number,
+  clients: number,
+  perClient: number,
+  size: number,
+  names = smallNames(clients * perClient),
+) {
+  const options = { port, host: '127.0.0.1', clients, perClient, workers: 1 };
+  return runLoad({ ...options, kind: 'ioe', names, size, timeoutMs: 10_000 });
+}
+
 async function stopping(t: Test, server: Running): Promise<Running> {
   t.teardown(() => server.stop());
   return server;
@@ -660,19 +672,12 @@ t.test("raw-node's small mode: `OK <size>` and the file, as IOE answers READ", a
       join(root, 'raw.log'),
     ),
   );
-  const base = { port: server.port, host: '127.0.0.1', clients: 3, perClient: 2, workers: 1 };
-  const load = await runLoad({
-    ...base,
-    kind: 'ioe',
-    names: smallNames(6),
-    size: 5000,
-    timeoutMs: 10_000,
-  });
+  const load = await loadSmall(server.port, 3, 2, 5000);
   t.equal(load.completed, 6);
   t.equal(load.errors, 0);
   const names = smallNames(6);
   names[4] = 'small/missing.jpg';
-  const missing = await runLoad({ ...base, kind: 'ioe', names, size: 5000, timeoutMs: 10_000 });
+  const missing = await loadSmall(server.port, 3, 2, 5000, names);
   t.equal(missing.errors, 1, 'a missing file is ERR');
   const wire = await Wire.connect(server.port);
   t.teardown(() => wire.destroy());
@@ -697,17 +702,7 @@ t.test('raw-node-x2: two processes share the port, and stopping it stops them al
     .split(/\s+/)
     .map(Number);
   t.equal(children.length, 2, 'a primary and two workers');
-  const load = await runLoad({
-    port: server.port,
-    host: '127.0.0.1',
-    clients: 4,
-    perClient: 2,
-    workers: 1,
-    kind: 'ioe',
-    names: smallNames(8),
-    size: 4000,
-    timeoutMs: 10_000,
-  });
+  const load = await loadSmall(server.port, 4, 2, 4000);
   t.equal(load.completed, 8);
   t.equal(load.errors, 0);
   await server.stop();
