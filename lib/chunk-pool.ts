@@ -19,6 +19,19 @@ function roundUp(size: number): number {
   return Math.max(PAGE, Math.ceil(size / PAGE) * PAGE);
 }
 
+/**
+ * Memory no shelf keeps, given back now rather than at V8's next full collection: a chunk
+ * has outlived several young collections by the time it is freed, so it waits for a major
+ * one, and when 100 slow readers start together, some 17 MiB of dropped chunks waited with it
+ * (the server's peak RSS: medians 116 → 104 MiB on Node 24). `ArrayBuffer.prototype.transfer`
+ * (Node 21 and later) detaches the buffer and frees its memory at once; every view of it
+ * becomes empty, which is why only memory that is no chunk's any more comes here. Node 20
+ * has no `transfer`: there the collector frees it, as before.
+ */
+function letGo(memory: ArrayBuffer): void {
+  (memory as { transfer?: (length: number) => ArrayBuffer }).transfer?.(0);
+}
+
 /** Freed chunk memory, for any connection's next chunks; past `maxBytes` it is let go. */
 export class BufferShelf {
   readonly maxBytes: number;
@@ -36,8 +49,12 @@ export class BufferShelf {
     return memory;
   }
 
+  /** Keeps `memory` (no chunk's any more) for a next chunk, or lets it go if full. */
   put(memory: ArrayBuffer): void {
-    if (this.bytes + memory.byteLength > this.maxBytes) return;
+    if (this.bytes + memory.byteLength > this.maxBytes) {
+      letGo(memory);
+      return;
+    }
     let list = this.bySize.get(memory.byteLength);
     if (!list) this.bySize.set(memory.byteLength, (list = []));
     list.push(memory);
