@@ -23,7 +23,7 @@ function roundUp(size: number): number {
  * Memory no shelf keeps, given back now rather than at V8's next full collection: a chunk
  * has outlived several young collections by the time it is freed, so it waits for a major
  * one, and when 100 slow readers start together, some 17 MiB of dropped chunks waited with it
- * (the server's peak RSS: medians 116 → 104 MiB on Node 24). `ArrayBuffer.prototype.transfer`
+ * (ARCHITECTURE.md, "Chunk sizes and memory"). `ArrayBuffer.prototype.transfer`
  * (Node 21 and later) detaches the buffer and frees its memory at once; every view of it
  * becomes empty, which is why only memory that is no chunk's any more comes here. Node 20
  * has no `transfer`: there the collector frees it, as before.
