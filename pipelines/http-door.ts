@@ -62,6 +62,9 @@ export class HttpDoor implements Door {
   /** Sockets over the connection limit: their first request is answered BUSY. */
   private readonly refused = new WeakSet<Socket>();
   private readonly open = new Set<Socket>();
+  /** Connections with a request being answered, and the requests pipelined behind it. */
+  private readonly answering = new WeakSet<Socket>();
+  private readonly waiting = new WeakMap<Socket, (() => void)[]>();
 
   constructor({ context, assets }: HttpDoorOptions) {
     this.context = context;
@@ -75,6 +78,8 @@ export class HttpDoor implements Door {
       requestTimeout: 0,
       keepAliveTimeout: idleMs,
       noDelay: true,
+      // A missing Host is answered by the handler, with a JSON body like every other error.
+      requireHostHeader: false,
     };
     // Limits and idle timers count a socket once it speaks HTTP (after TLS, with TLS).
     const connectionEvent = context.tls ? 'secureConnection' : 'connection';
@@ -182,7 +187,34 @@ export class HttpDoor implements Door {
     socket.destroy();
   }
 
+  /**
+   * Pipelined requests run one after another, as TCP commands do: Node parses (and announces)
+   * a request while the one before it is still being answered, so a GET sent right behind a
+   * PUT would otherwise look for the file before the PUT published it. A connection's next
+   * request starts once its predecessor's response has closed (finished or cut).
+   */
   private request(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    const socket = req.socket;
+    const start = (): void => {
+      this.answering.add(socket);
+      res.once('close', () => {
+        this.answering.delete(socket);
+        // A cut connection's pipelined requests have no one left to answer.
+        if (socket.destroyed) this.waiting.delete(socket);
+        else this.waiting.get(socket)?.shift()?.();
+      });
+      this.answer(req, res, expectsContinue);
+    };
+    if (!this.answering.has(socket)) {
+      start();
+      return;
+    }
+    const queue = this.waiting.get(socket);
+    if (queue) queue.push(start);
+    else this.waiting.set(socket, [start]);
+  }
+
+  private answer(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     if (this.refused.has(req.socket) || !this.handler) {
       this.handler?.fail(res, new HttpError('BUSY', 'too many connections; try again later'), {
         Connection: 'close',

@@ -115,6 +115,28 @@ t.test('what one door publishes the other lists at once', async (t) => {
   t.equal(await tcp.readLine(), `OK ${sha256('viaHTTP').toString('hex')} 7`, 'HASH the PUT');
 });
 
+t.test('pipelined requests run in order: a GET right behind a PUT sees its file', async (t) => {
+  const s = await startServer(t);
+  const conn = await HttpConn.connect(s.httpPort);
+  t.teardown(() => conn.destroy());
+  // One write: Node parses all three before the PUT is answered.
+  await conn.send(
+    Buffer.concat([
+      buildRequest(s.httpPort, { method: 'PUT', target: '/media/p.mp4', body: 'abc' }),
+      buildRequest(s.httpPort, { target: '/media/p.mp4' }),
+      buildRequest(s.httpPort, { method: 'PUT', target: '/media/p.mp4', body: 'xyz' }),
+    ]),
+  );
+  const put = await conn.readResponse();
+  t.equal(put.status, 201, 'the PUT: 201');
+  const get = await conn.readResponse();
+  t.equal(get.status, 200, 'the GET behind it: 200');
+  t.equal(get.body.toString(), 'abc', 'with the bytes the PUT stored');
+  const again = await conn.readResponse();
+  t.equal(again.status, 409, 'the second PUT: 409 EXISTS, not 423 LOCKED');
+  t.equal(errorBody(again)?.code, 'EXISTS');
+});
+
 t.test('a GET that started before an overwrite gets the old bytes whole', async (t) => {
   const s = await startServer(t, { overwrite: true });
   const old = content(BIG, 1);
