@@ -13,10 +13,20 @@ export const MEDIA_PREFIX = '/media/';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/** The scheme and authority of an absolute-form target (`GET http://host/media/a.mp4`). */
+const ABSOLUTE_FORM = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i;
+
+/**
+ * The authority of an absolute-form target, which HTTP/1.1 allows and which then stands in for
+ * the Host header (RFC 9112 §3.2.2); undefined for the usual origin-form (`/media/a.mp4`).
+ */
+export function targetAuthority(target: string): string | undefined {
+  return ABSOLUTE_FORM.exec(target)?.[1];
+}
+
 /** The target split at its first `?`; the path stays encoded. */
 export function splitTarget(target: string): { path: string; query: URLSearchParams } {
-  // An absolute-form target (`GET http://host/media/a.mp4`) is allowed by HTTP/1.1.
-  const start = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(target)?.[0].length ?? 0;
+  const start = ABSOLUTE_FORM.exec(target)?.[0].length ?? 0;
   const question = target.indexOf('?', start);
   const end = question < 0 ? target.length : question;
   return {

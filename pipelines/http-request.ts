@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { encodeExtended, format as formatDisposition } from 'content-disposition';
+import { encodeExtended } from 'content-disposition';
 import { ChunkPacer } from '../lib/chunk-pacer.js';
 import { ChunkPool } from '../lib/chunk-pool.js';
 import { ProtocolError } from '../lib/errors.js';
@@ -26,7 +26,13 @@ import {
   type Validators,
 } from '../lib/http-conditions.js';
 import { errorBody, httpStatus, type HttpErrorCode } from '../lib/http-errors.js';
-import { decodeMediaPath, mediaHref, MEDIA_PREFIX, splitTarget } from '../lib/http-paths.js';
+import {
+  decodeMediaPath,
+  mediaHref,
+  MEDIA_PREFIX,
+  splitTarget,
+  targetAuthority,
+} from '../lib/http-paths.js';
 import { checkName, contentTypeOf, parseMediaType } from '../lib/media-names.js';
 import { parseDecimal } from '../lib/protocol.js';
 import type { StoredFile } from '../lib/storage.js';
@@ -91,6 +97,8 @@ export interface HttpRequestRecord {
 
 /** Per response: who asked, and what the log line needs. */
 interface Exchange {
+  /** The host the request names (`hostOf`), lower case. */
+  host?: string;
   name?: string;
   bytes: number;
   /** The account of the request's Basic credentials; undefined is anonymous. */
@@ -112,18 +120,19 @@ const PAGE_SECURITY = {
 
 /** A printable-ASCII stand-in for a file name, for clients that ignore `filename*`. */
 function asciiFallback(name: string): string {
+  // Quotes, backslashes and `%` too: the result goes between quotes as it is.
   return name.replace(/[^\x20-\x7e]|["\\%]/g, '_');
 }
 
-/** `inline` or `attachment`, with the name as `filename*` (UTF-8) and an ASCII `filename`. */
+/**
+ * `inline` or `attachment`, with the name as `filename*` (UTF-8, the library's RFC 8187
+ * encoding) and an ASCII `filename="…"`. Both parameters always, and the fallback always
+ * quoted, as http.md writes it: the library's `format` leaves a token unquoted and `create`
+ * drops `filename*` for a plain ASCII name.
+ */
 function dispositionOf(name: string, type: 'inline' | 'attachment'): string {
   const segment = name.slice(name.lastIndexOf('/') + 1);
-  // Both parameters always (http.md): the library's `create` leaves `filename*` out when the
-  // name is plain ASCII, and its default fallback would keep Latin-1 letters as raw bytes.
-  return formatDisposition({
-    type,
-    parameters: { filename: asciiFallback(segment), 'filename*': encodeExtended(segment) },
-  });
+  return `${type}; filename="${asciiFallback(segment)}"; filename*=${encodeExtended(segment)}`;
 }
 
 export class HttpRequestHandler {
@@ -207,7 +216,8 @@ export class HttpRequestHandler {
         Connection: 'close',
       });
     }
-    this.checkHost(req);
+    exchange.host = this.hostOf(req);
+    this.checkHost(exchange.host);
     const access = this.context.access;
     access.admit(req.socket.remoteAddress);
     const { path, query } = splitTarget(req.url ?? '/');
@@ -296,21 +306,37 @@ export class HttpRequestHandler {
     res.end(req.method === 'HEAD' ? undefined : body);
   }
 
+  /**
+   * The host a request names (lower case): an absolute-form target's authority, else its one
+   * Host header (RFC 9112 §3.2). A request with two Host headers, or an HTTP/1.1 request with
+   * none, is malformed.
+   */
+  private hostOf(req: IncomingMessage): string {
+    const hosts = req.headersDistinct.host ?? [];
+    if (hosts.length > 1) throw new HttpError('BAD_REQUEST', 'a request has one Host header');
+    const host = targetAuthority(req.url ?? '') ?? hosts[0];
+    if (host === undefined) {
+      if (req.httpVersion !== '1.0') {
+        throw new HttpError('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header');
+      }
+      return '';
+    }
+    return host.toLowerCase();
+  }
+
   /** DNS rebinding: on a loopback bind, only our own host names may be asked for. */
-  private checkHost(req: IncomingMessage): void {
+  private checkHost(host: string): void {
     const allowed = this.options.allowedHosts;
-    if (!allowed) return;
-    const host = (req.headers.host ?? '').toLowerCase();
-    if (!allowed.has(host)) {
+    if (allowed && !allowed.has(host)) {
       throw new HttpError('FORBIDDEN', `the Host ${JSON.stringify(host)} is not this server`);
     }
   }
 
   /** A state-changing request from a page of another origin is refused (no CORS, ever). */
-  private checkOrigin(req: IncomingMessage): void {
+  private checkOrigin(req: IncomingMessage, host: string): void {
     const origin = req.headers.origin;
     if (origin === undefined) return;
-    const own = `${this.options.scheme ?? 'http'}://${req.headers.host ?? ''}`.toLowerCase();
+    const own = `${this.options.scheme ?? 'http'}://${host}`;
     if (origin.toLowerCase() !== own) {
       throw new HttpError('FORBIDDEN', `requests from ${origin} may not change anything here`);
     }
@@ -514,7 +540,7 @@ export class HttpRequestHandler {
     exchange: Exchange,
     createOnly: boolean,
   ): Promise<UploadIntake> {
-    this.checkOrigin(req);
+    this.checkOrigin(req, exchange.host ?? '');
     const length = req.headers['content-length'];
     if (req.headers['transfer-encoding'] !== undefined || length === undefined) {
       throw new HttpError('LENGTH_REQUIRED', 'a PUT needs a Content-Length (no chunked bodies)');
@@ -542,6 +568,7 @@ export class HttpRequestHandler {
     if (slashInSegment) throw new ProtocolError('BAD_NAME', 'a path segment holds an encoded /');
     return uploadIntake({
       guard,
+      precondition: () => this.putPrecondition(req, name),
       storage: this.context.storage,
       hashes: this.context.hashes,
       name,
@@ -550,6 +577,37 @@ export class HttpRequestHandler {
       expectedSha256: digest,
       createOnly,
     });
+  }
+
+  /**
+   * `If-Match` and `If-Unmodified-Since` on a PUT (RFC 9110 §13.1.1, §13.1.4), against the file
+   * the PUT would replace: `412` when they fail, and `If-Match` fails when there is none.
+   */
+  private async putPrecondition(req: IncomingMessage, name: string): Promise<void> {
+    const { 'if-match': ifMatch, 'if-unmodified-since': ifUnmodified } = req.headers;
+    if (ifMatch === undefined && ifUnmodified === undefined) return;
+    let file: StoredFile | undefined;
+    try {
+      file = await this.context.storage.open(name);
+    } catch (error) {
+      if (!(error instanceof ProtocolError && error.code === 'NOT_FOUND')) throw error;
+    }
+    if (!file) {
+      if (ifMatch !== undefined) {
+        throw new HttpError('PRECONDITION_FAILED', 'If-Match: there is no file of that name');
+      }
+      return;
+    }
+    try {
+      const validators = { etag: strongEtag(file.version), lastModified: file.mtime };
+      // Only these two: If-None-Match on a PUT is `*`, which the create-only publish answers.
+      const headers = { 'if-match': ifMatch, 'if-unmodified-since': ifUnmodified };
+      if (evaluatePreconditions('PUT', headers, validators) === 'failed') {
+        throw new HttpError('PRECONDITION_FAILED', 'the file does not match the precondition');
+      }
+    } finally {
+      await file.close();
+    }
   }
 
   private async list(
@@ -572,7 +630,7 @@ export class HttpRequestHandler {
     const entries = all.filter((entry) => (!type || entry.type === type) && readable(entry.name));
     const m3u = format === 'm3u';
     const formatter = m3u
-      ? catalogM3u({ origin: `${this.options.scheme ?? 'http'}://${req.headers.host ?? ''}` })
+      ? catalogM3u({ origin: `${this.options.scheme ?? 'http'}://${exchange.host ?? ''}` })
       : catalogJson({ count: entries.length });
     res.writeHead(200, {
       'Content-Type': m3u ? 'audio/x-mpegurl; charset=utf-8' : 'application/json; charset=utf-8',

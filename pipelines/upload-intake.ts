@@ -38,6 +38,12 @@ export interface UploadIntakeOptions {
   createOnly?: boolean;
   /** Accounts and rules; without it everyone may write (no accounts). */
   guard?: WriteGuard;
+  /**
+   * Checked once the upload holds the name (LOCKED and EXISTS passed), so nothing else of
+   * ours can change the file between this check and the publish: HTTP's `If-Match` and
+   * `If-Unmodified-Since` on a PUT. Throws the refusal; the upload is then aborted.
+   */
+  precondition?: () => Promise<void>;
 }
 
 export interface UploadIntake extends Writable {
@@ -58,7 +64,8 @@ export interface UploadIntake extends Writable {
  * `result` rejects with that same error once the input ends; a door answers each error once.
  */
 export async function uploadIntake(options: UploadIntakeOptions): Promise<UploadIntake> {
-  const { storage, name, size, readOnly, hashes, expectedSha256, createOnly, guard } = options;
+  const { storage, name, size, readOnly, hashes, expectedSha256, createOnly, guard, precondition } =
+    options;
   let sink: UploadSink | undefined;
   let refusal: Error | undefined;
   try {
@@ -67,6 +74,12 @@ export async function uploadIntake(options: UploadIntakeOptions): Promise<Upload
     checkName(name);
     guard?.write(name);
     const upload = await storage.beginUpload(name, size, { createOnly });
+    try {
+      await precondition?.();
+    } catch (error) {
+      await upload.abort();
+      throw error;
+    }
     sink = uploadSink({ upload, size, expectedSha256 });
   } catch (error) {
     refusal = error instanceof Error ? error : new Error(String(error));

@@ -471,8 +471,76 @@ t.test('DNS rebinding: a Host that is not ours is 403', async (t) => {
     t.equal(res.status, 200, `Host ${host}: 200`);
   }
   const noHost = await s.req({ target: '/media/a.mp4', headers: { host: null } });
-  t.ok([400, 403].includes(noHost.status), `no Host at all: refused (${noHost.status})`);
+  t.equal(noHost.status, 400, 'no Host at all (HTTP/1.1): 400');
+  t.equal(errorBody(noHost)?.code, 'BAD_REQUEST', 'with a JSON body, like every error');
+  const twoHosts = await s.req({
+    target: '/media/a.mp4',
+    headers: { Host: `127.0.0.1:${p}`, host: 'evil.example' },
+  });
+  t.equal(twoHosts.status, 400, 'two Host headers: 400 (RFC 9112 §3.2)');
+  t.equal(errorBody(twoHosts)?.code, 'BAD_REQUEST');
+  // An absolute-form target names the host in place of the Host header (RFC 9112 §3.2.2).
+  for (const method of ['GET', 'PUT']) {
+    const foreign = await s.req({
+      method,
+      target: 'http://evil.example/media/absolute.mp4',
+      body: method === 'PUT' ? 'x' : undefined,
+    });
+    t.equal(foreign.status, 403, `${method} http://evil.example/…, our own Host: 403`);
+  }
+  const own = await s.req({
+    target: `http://127.0.0.1:${p}/media/a.mp4`,
+    headers: { Host: 'evil.example' },
+  });
+  t.equal(own.status, 200, 'an absolute-form target of our own: 200, whatever Host says');
+  t.equal(own.body.toString(), 'x');
+  t.equal(await onDisk(s, 'absolute.mp4'), undefined, 'nothing stored');
 });
+
+t.test(
+  'PUT with If-Match / If-Unmodified-Since: 412 unless the file is the one named',
+  async (t) => {
+    const s = await startServer(t, { overwrite: true });
+    const first = await s.req({ method: 'PUT', target: '/media/a.mp4', body: 'first' });
+    const etag = first.headers.etag as string;
+    const put = (headers: Record<string, string>, body: string, name = 'a.mp4') =>
+      s.req({ method: 'PUT', target: `/media/${name}`, headers, body });
+
+    const stale = await put({ 'If-Match': '"not-the-etag"' }, 'second');
+    t.equal(stale.status, 412, 'If-Match with another ETag: 412');
+    t.equal(errorBody(stale)?.code, 'PRECONDITION_FAILED');
+    t.equal(await onDisk(s, 'a.mp4'), 'first', 'the file is untouched');
+    t.same(await s.temps(), [], 'no temporary file left');
+    const weak = await put({ 'If-Match': `W/${etag}` }, 'second');
+    t.equal(weak.status, 412, 'a weak tag never matches (strong comparison)');
+    const old = await put({ 'If-Unmodified-Since': 'Mon, 01 Jan 2001 00:00:00 GMT' }, 'second');
+    t.equal(old.status, 412, 'If-Unmodified-Since before the file: 412');
+    t.equal(await onDisk(s, 'a.mp4'), 'first', 'still untouched');
+
+    const matched = await put({ 'If-Match': etag }, 'second');
+    t.equal(matched.status, 200, 'If-Match with the current ETag: replaced (200)');
+    t.equal(await onDisk(s, 'a.mp4'), 'second');
+    const again = await put({ 'If-Match': etag }, 'third');
+    t.equal(again.status, 412, 'the same If-Match after the replace: 412 (lost update)');
+    t.equal(await onDisk(s, 'a.mp4'), 'second');
+    const any = await put({ 'If-Match': '*' }, 'third');
+    t.equal(any.status, 200, 'If-Match: * with a file there: replaced');
+    const future = await put({ 'If-Unmodified-Since': 'Fri, 01 Jan 2100 00:00:00 GMT' }, 'fourth');
+    t.equal(future.status, 200, 'If-Unmodified-Since after the file: replaced');
+    t.equal(await onDisk(s, 'a.mp4'), 'fourth');
+
+    const none = await put({ 'If-Match': '*' }, 'new', 'b.mp4');
+    t.equal(none.status, 412, 'If-Match: * with no file of that name: 412');
+    t.equal(await onDisk(s, 'b.mp4'), undefined, 'nothing stored');
+    const noneSince = await put(
+      { 'If-Unmodified-Since': 'Mon, 01 Jan 2001 00:00:00 GMT' },
+      'new',
+      'b.mp4',
+    );
+    t.equal(noneSince.status, 201, 'If-Unmodified-Since with no file: created (RFC 9110 §13.1.4)');
+    t.same(await s.temps(), [], 'no temporary file left');
+  },
+);
 
 t.test('a PUT stores exactly the bytes: a big binary body, durable before the reply', async (t) => {
   const s = await startServer(t);
