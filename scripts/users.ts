@@ -84,8 +84,11 @@ export async function runUsersCommand(
       const accounts = await readAccounts(options.file, true);
       const existing = accounts.accounts.find((account) => account.name === name);
       if (name === ANONYMOUS && !existing && options.rules === undefined) {
-        // r=/ would quietly let everyone read everything.
-        throw new UsageFailure('give anonymous its rules with --rules (e.g. --rules r=/public)');
+        // The default (access.md) lets everyone read everything: say so, loudly.
+        say(
+          `warning: anonymous gets the default rules ${DEFAULT_RULES}: every client, signed in ` +
+            'or not, may read the whole library (narrow it with --rules, e.g. r=/public)',
+        );
       }
       const rules = options.rules ?? (existing ? formatRules(existing.rules) : DEFAULT_RULES);
       let credential: string | undefined;

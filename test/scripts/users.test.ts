@@ -133,6 +133,15 @@ t.test('token: printed once on stdout, stored hashed, works as a password', asyn
   t.match(refused.stderr, /anonymous has no password/);
 });
 
+t.test('add anonymous: the default rules r=/ (access.md), with a warning', async (t) => {
+  const file = await tempFile(t);
+  const run = await users(['add', 'anonymous', '--file', file]);
+  t.equal(run.code, 0, 'added without a password');
+  t.match(run.stderr, /warning: anonymous gets the default rules r=\/: every client/);
+  t.equal((await users(['list', '--file', file])).stdout, 'anonymous\tr=/\n');
+  t.equal(await readFile(file, 'utf8'), 'anonymous::r=/\n');
+});
+
 t.test('list: names and rules, never credentials; remove', async (t) => {
   const file = await tempFile(t);
   await writeFile(file, '# living room\n\n', { mode: 0o600 });
@@ -200,7 +209,6 @@ t.test('refusals: bad names, bad rules, no password, a password as an argument',
     [['add', 'alice', 'hunter2', '--file', file], '', /too many arguments/],
     [['add', '--file', file], '', /missing required argument/],
     [['frobnicate'], '', /unknown command/],
-    [['add', 'anonymous', '--file', file], '', /give anonymous its rules with --rules/],
   ];
   for (const [args, input, message] of cases) {
     const run = await users(args, input);
