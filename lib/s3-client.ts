@@ -84,6 +84,34 @@ export function isQuotaExceeded(error: unknown): boolean {
   return name === 'QuotaExceeded' || name === 'UserQuotaExceeded' || name === 'BucketQuotaExceeded';
 }
 
+/** Network failures on the way to the store (Node's codes, and the SDK's timeout). */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/**
+ * The store could not be reached, or failed on its side (5xx, throttling): what may work once
+ * it is back, unlike a refusal (4xx) or a bug. Looks through `cause` chains.
+ */
+export function isStoreUnavailable(error: unknown): boolean {
+  for (let e = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const status = statusOf(e);
+    if (status !== undefined && status >= 500) return true;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== undefined && UNREACHABLE.has(code)) return true;
+    if (nameOf(e) === 'TimeoutError') return true;
+  }
+  return false;
+}
+
 /** An S3 error as one line: `NoSuchBucket (HTTP 404)`, `connect ECONNREFUSED …`. */
 export function describeS3Error(error: unknown): string {
   const status = statusOf(error);

@@ -30,6 +30,7 @@ import {
   mapLimit,
   statusOf,
   type S3Sender,
+  isStoreUnavailable,
 } from './s3-client.js';
 import { collectGarbage, type GcReport } from './s3-gc.js';
 import {
@@ -545,6 +546,10 @@ export class S3Storage implements Storage {
       this.gcTimer.unref();
     };
     schedule();
+  }
+
+  unavailable(error: unknown): boolean {
+    return isStoreUnavailable(error);
   }
 
   async close(): Promise<void> {

@@ -96,4 +96,10 @@ export interface Storage {
    * store's folder watchers). The server calls it when it quits; LIST may still be answered.
    */
   close(): Promise<void>;
+  /**
+   * Whether a fault is the store's being unreachable or failing on its side (refused, reset,
+   * timed out, a 5xx after the retries): `INTERNAL` on TCP, and `503` on HTTP (scale-out.md),
+   * since the same request may succeed once the store is back. Absent: never (a folder).
+   */
+  unavailable?(error: unknown): boolean;
 }

@@ -132,6 +132,7 @@ export class HttpDoor implements Door {
       scheme: this.context.tls ? 'https' : 'http',
       onRequest: (record) => this.context.log.info({ door: 'http', ...record }, 'request'),
       onFault: (error) => this.context.log.error({ err: error, door: 'http' }, 'internal fault'),
+      onStoreFault: (error) => this.context.log.warn({ err: error, door: 'http' }, 'store fault'),
     });
     return address;
   }

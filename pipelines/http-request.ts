@@ -80,6 +80,8 @@ export interface HttpRequestOptions {
   onRequest?: (record: HttpRequestRecord) => void;
   /** A fault answered with 500. */
   onFault?: (error: Error) => void;
+  /** A store fault answered with 503. */
+  onStoreFault?: (error: Error) => void;
 }
 
 /** One request, for the log. */
@@ -104,6 +106,9 @@ interface Exchange {
   /** The account of the request's Basic credentials; undefined is anonymous. */
   principal?: Principal;
 }
+
+/** Retry-After of a 503 for a store that is not answering. */
+const STORE_RETRY_SECONDS = 5;
 
 const MEDIA_METHODS = 'GET, HEAD, PUT';
 const READ_METHODS = 'GET, HEAD';
@@ -188,6 +193,16 @@ export class HttpRequestHandler {
       }
       if (error.closes) headers.Connection = 'close';
       answer = new HttpError(error.code, error.message, headers);
+    } else if (this.context.storage.unavailable?.(error)) {
+      // The store is down or failing: INTERNAL, as on TCP, with 503 (scale-out.md), since the
+      // same request may work once the store is back.
+      this.options.onStoreFault?.(error instanceof Error ? error : new Error(String(error)));
+      answer = new HttpError(
+        'INTERNAL',
+        'the store is not answering; try again later',
+        { 'Retry-After': String(STORE_RETRY_SECONDS) },
+        503,
+      );
     } else {
       this.options.onFault?.(error instanceof Error ? error : new Error(String(error)));
       answer = new HttpError('INTERNAL', 'the server hit an unexpected fault');

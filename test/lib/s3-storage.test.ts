@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { ProtocolError } from '../../lib/errors.js';
 import { HashCache } from '../../lib/hash-cache.js';
+import { isStoreUnavailable } from '../../lib/s3-client.js';
 import { md5Hex, parseS3Url, S3Layout } from '../../lib/s3-layout.js';
 import { PartBudget } from '../../lib/s3-part-budget.js';
 import { S3Storage, s3OptionsFromEnv, type S3StorageOptions } from '../../lib/s3-storage.js';
@@ -76,6 +77,33 @@ t.test('layout: the URL, record keys of short and long names, data ids', async (
   const id = '0123456789abcdef0123456789abcdef';
   t.equal(layout.idOfDataKey(layout.dataKey(id)), id);
   t.equal(layout.idOfDataKey(`${layout.data}not-ours`), undefined);
+});
+
+t.test('store faults that may pass (HTTP 503) and those that will not', async (t) => {
+  const withStatus = (status: number) =>
+    Object.assign(new Error('x'), { $metadata: { httpStatusCode: status } });
+  const withCode = (code: string) => Object.assign(new Error(code), { code });
+  for (const fault of [
+    withStatus(500),
+    withStatus(503),
+    withCode('ECONNREFUSED'),
+    withCode('ECONNRESET'),
+    withCode('ETIMEDOUT'),
+    Object.assign(new Error('slow'), { name: 'TimeoutError' }),
+    new Error('wrapped', { cause: withCode('ECONNREFUSED') }),
+  ]) {
+    t.ok(isStoreUnavailable(fault), `${fault.message}: unavailable`);
+  }
+  for (const other of [
+    withStatus(403),
+    withStatus(404),
+    withStatus(412),
+    withCode('ENOENT'),
+    new Error('a bug'),
+    undefined,
+  ]) {
+    t.notOk(isStoreUnavailable(other), `${String(other)}: not the store's being down`);
+  }
 });
 
 t.test('part sizes: 8 MiB, and more when 10,000 parts would not hold the file', async (t) => {
