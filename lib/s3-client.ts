@@ -104,7 +104,8 @@ const UNREACHABLE = new Set([
 export function isStoreUnavailable(error: unknown): boolean {
   for (let e = error, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     const status = statusOf(e);
-    if (status !== undefined && status >= 500) return true;
+    // 429 and 503 are throttling; 501 (not implemented) will not change by waiting.
+    if (status === 429 || (status !== undefined && status >= 500 && status !== 501)) return true;
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== undefined && UNREACHABLE.has(code)) return true;
     if (nameOf(e) === 'TimeoutError') return true;

@@ -200,8 +200,10 @@ export class HttpDoor implements Door {
       this.answering.add(socket);
       res.once('close', () => {
         this.answering.delete(socket);
-        // A cut connection's pipelined requests have no one left to answer.
-        if (socket.destroyed) this.waiting.delete(socket);
+        // A cut connection's pipelined requests have no one left to answer; after a response
+        // with `Connection: close` (Node then ends the socket) none may be run (RFC 9112
+        // §9.6): Node would never send their responses, and a GET would wait on its file.
+        if (socket.destroyed || socket.writableEnded) this.waiting.delete(socket);
         else this.waiting.get(socket)?.shift()?.();
       });
       this.answer(req, res, expectsContinue);
@@ -238,6 +240,15 @@ export class HttpDoor implements Door {
     // there is no channel to answer on, so cut it now.
     const tlsFailure = /^ERR_(TLS|SSL)_/.test(error.code ?? '');
     if (!socket.writable || error.code === 'ECONNRESET' || tlsFailure) {
+      socket.destroy();
+      return;
+    }
+    const inFlight = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+    // Bytes after a request with `Connection: close` are ignored: its answer goes out whole,
+    // then the connection closes.
+    if (error.code === 'HPE_CLOSED_CONNECTION' && inFlight) return;
+    // Never a raw answer into the middle of a response.
+    if (inFlight?.headersSent) {
       socket.destroy();
       return;
     }

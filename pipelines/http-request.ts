@@ -329,12 +329,10 @@ export class HttpRequestHandler {
   private hostOf(req: IncomingMessage): string {
     const hosts = req.headersDistinct.host ?? [];
     if (hosts.length > 1) throw new HttpError('BAD_REQUEST', 'a request has one Host header');
-    const host = targetAuthority(req.url ?? '') ?? hosts[0];
-    if (host === undefined) {
-      if (req.httpVersion !== '1.0') {
-        throw new HttpError('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header');
-      }
-      return '';
+    const host = targetAuthority(req.url ?? '') ?? hosts[0] ?? '';
+    // HTTP/1.0 may leave it out; an HTTP/1.1 request names one, even in absolute form.
+    if (req.httpVersion !== '1.0' && (hosts.length === 0 || host === '')) {
+      throw new HttpError('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header');
     }
     return host.toLowerCase();
   }

@@ -86,6 +86,7 @@ t.test('store faults that may pass (HTTP 503) and those that will not', async (t
   for (const fault of [
     withStatus(500),
     withStatus(503),
+    withStatus(429),
     withCode('ECONNREFUSED'),
     withCode('ECONNRESET'),
     withCode('ETIMEDOUT'),
@@ -98,6 +99,7 @@ t.test('store faults that may pass (HTTP 503) and those that will not', async (t
     withStatus(403),
     withStatus(404),
     withStatus(412),
+    withStatus(501),
     withCode('ENOENT'),
     new Error('a bug'),
     undefined,

@@ -83,6 +83,11 @@ t.test('GET a whole file: status, body and every header of the contract', async 
   const cd = parseDisposition(res.headers['content-disposition']);
   t.equal(cd.type, 'inline');
   t.equal(cd.fallback, 'a.mp4', 'filename="a.mp4" fallback');
+  t.match(
+    res.headers['content-disposition'],
+    /; filename="a\.mp4";/,
+    'quoted, as http.md writes it, though a token would do',
+  );
   t.equal(cd.star, 'a.mp4', "filename*=UTF-8''a.mp4 (the contract asks for it on every name)");
 });
 

@@ -493,6 +493,13 @@ t.test('DNS rebinding: a Host that is not ours is 403', async (t) => {
     headers: { Host: 'evil.example' },
   });
   t.equal(own.status, 200, 'an absolute-form target of our own: 200, whatever Host says');
+  const absoluteNoHost = await s.req({
+    target: `http://127.0.0.1:${p}/media/a.mp4`,
+    headers: { host: null },
+  });
+  t.equal(absoluteNoHost.status, 400, 'absolute form does not excuse HTTP/1.1 from a Host');
+  const emptyHost = await s.req({ target: '/media/a.mp4', headers: { Host: '' } });
+  t.equal(emptyHost.status, 400, 'an empty Host: 400');
   t.equal(own.body.toString(), 'x');
   t.equal(await onDisk(s, 'absolute.mp4'), undefined, 'nothing stored');
 });

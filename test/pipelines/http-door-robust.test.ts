@@ -6,7 +6,7 @@
  * counted over both doors.
  */
 import t from 'tap';
-import { readFile, stat, truncate } from 'node:fs/promises';
+import { readdir, readFile, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RawClient } from '../helpers/raw-client.js';
 import {
@@ -136,6 +136,60 @@ t.test('pipelined requests run in order: a GET right behind a PUT sees its file'
   t.equal(again.status, 409, 'the second PUT: 409 EXISTS, not 423 LOCKED');
   t.equal(errorBody(again)?.code, 'EXISTS');
 });
+
+t.test('after a Connection: close answer, pipelined requests are never run', async (t) => {
+  const s = await startServer(t);
+  await s.put('taken.mp4', 'abc');
+  await s.put('big.mp4', content(4 * 1024 * 1024));
+  const openFiles = async () => (await readdir('/proc/self/fd')).length;
+  const before = await openFiles();
+  for (let i = 0; i < 10; i++) {
+    const conn = await HttpConn.connect(s.httpPort);
+    // Refused before 100 Continue: answered with Connection: close (then a GET behind it).
+    await conn.send(
+      Buffer.concat([
+        buildRequest(s.httpPort, {
+          method: 'PUT',
+          target: '/media/taken.mp4',
+          headers: { Expect: '100-continue', 'If-None-Match': '*', 'Content-Length': '3' },
+          body: 'xyz',
+        }),
+        buildRequest(s.httpPort, { target: '/media/big.mp4' }),
+        buildRequest(s.httpPort, { method: 'PUT', target: '/media/behind.mp4', body: 'x' }),
+      ]),
+    );
+    const refused = await conn.readResponse();
+    t.equal(refused.status, 412, `round ${i}: the PUT is refused`);
+    t.equal(refused.headers.connection, 'close');
+    await conn.waitClose(5000);
+    conn.destroy();
+  }
+  await sleep(200);
+  t.ok((await openFiles()) <= before + 2, 'no file left open by a GET that was never answered');
+  t.same(await s.temps(), [], 'no upload begun behind it');
+  t.notOk((await s.req({ target: '/media/behind.mp4' })).status === 200, 'nothing stored');
+  t.ok(await stillServes(s), 'the server goes on');
+});
+
+t.test(
+  'bytes after a Connection: close request are ignored; its answer goes out whole',
+  async (t) => {
+    const s = await startServer(t);
+    const body = content(2 * 1024 * 1024);
+    await s.put('big.mp4', body);
+    const conn = await HttpConn.connect(s.httpPort);
+    t.teardown(() => conn.destroy());
+    await conn.send(
+      Buffer.concat([
+        buildRequest(s.httpPort, { target: '/media/big.mp4', headers: { Connection: 'close' } }),
+        Buffer.from('GET /media/big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n'),
+      ]),
+    );
+    const res = await conn.readResponse();
+    t.equal(res.status, 200, 'the GET is answered');
+    t.ok(res.body.equals(body), 'whole, with nothing written into it');
+  },
+);
 
 t.test('a GET that started before an overwrite gets the old bytes whole', async (t) => {
   const s = await startServer(t, { overwrite: true });
