@@ -22,7 +22,7 @@ import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import type { Logger } from './log.js';
 import { isNotFound, mapLimit, type S3Sender } from './s3-client.js';
 import { readLease } from './s3-lease.js';
-import { bareEtag, md5Hex, type S3Layout } from './s3-layout.js';
+import { bareEtag, md5Hex, RECORD_BYTES, type S3Layout } from './s3-layout.js';
 import { listAll, readRecord } from './s3-objects.js';
 
 /** Requests at once during a pass. */
@@ -126,6 +126,7 @@ export async function collectGarbage(context: GcContext): Promise<GcReport> {
   const referenced = new Set<string>();
   const unresolved: string[] = [];
   for (const object of [...named.objects, ...hashed.objects]) {
+    if (object.Size !== RECORD_BYTES) continue; // a folder marker, or not ours: names no data
     const id = idByEtag.get(bareEtag(object.ETag));
     if (id !== undefined) referenced.add(id);
     else unresolved.push(object.Key!);

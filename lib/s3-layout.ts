@@ -16,6 +16,7 @@
  * without reading a record.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { isValidName } from './media-names.js';
 
 /** S3 (and RGW) refuse keys over 1024 bytes. */
 export const MAX_KEY_BYTES = 1024;
@@ -56,6 +57,30 @@ export function newDataId(): string {
 
 export function isDataId(text: string): boolean {
   return ID_RE.test(text);
+}
+
+/** The size of a record object: its body is a data id. Anything else at a record key is not one. */
+export const RECORD_BYTES = 32;
+
+/**
+ * The metadata of a folder marker: an empty object at the record key of a parent path that
+ * could also be a file's name (`a.mp4` of `a.mp4/b.jpg`), so that a file there and a file
+ * under it contend for one key (s3-upload.ts, `claimParents`).
+ */
+export const FOLDER_MARKER_META = { folder: '1' } as const;
+
+export function isFolderMarker(metadata: Record<string, string> | undefined): boolean {
+  return metadata?.folder === FOLDER_MARKER_META.folder;
+}
+
+/** The parent paths of a name that are valid names themselves: the ones a file could hold. */
+export function parentsThatCouldBeFiles(name: string): string[] {
+  const parents: string[] = [];
+  for (let slash = name.indexOf('/'); slash >= 0; slash = name.indexOf('/', slash + 1)) {
+    const parent = name.slice(0, slash);
+    if (isValidName(parent)) parents.push(parent);
+  }
+  return parents;
 }
 
 export function isSha256Hex(text: string | undefined): text is string {

@@ -45,10 +45,13 @@ import {
   bareEtag,
   decodeNameMeta,
   isDataId,
+  isFolderMarker,
   isSha256Hex,
   md5Hex,
   newDataId,
+  parentsThatCouldBeFiles,
   parseS3Url,
+  RECORD_BYTES,
   S3Layout,
 } from './s3-layout.js';
 import { DEFAULT_PART_BUDGET_BYTES, PartBudget } from './s3-part-budget.js';
@@ -293,6 +296,8 @@ export class S3Storage implements Storage {
     const entries: CatalogEntry[] = [];
     const unknown: { object: ListedObject; name: string; etag: string }[] = [];
     for (const object of named.objects) {
+      // A record's body is a data id; folder markers (and other tools' objects) are not listed.
+      if (object.Size !== RECORD_BYTES) continue;
       const name = this.layout.nameOfRecordKey(object.Key ?? '');
       if (name === undefined || !isValidName(name)) continue;
       const etag = bareEtag(object.ETag);
@@ -312,7 +317,8 @@ export class S3Storage implements Storage {
       }
       return entry(name, size, object.LastModified);
     });
-    const long = await mapLimit(hashed.objects, RECORD_READS, async (object) => {
+    const longRecords = hashed.objects.filter((object) => object.Size === RECORD_BYTES);
+    const long = await mapLimit(longRecords, RECORD_READS, async (object) => {
       const content = await this.readRecordCached(object);
       const name = content?.name;
       if (!content || content.size === undefined || name === undefined) return undefined;
@@ -471,16 +477,10 @@ export class S3Storage implements Storage {
    */
   private async checkTarget(name: string, replace: boolean): Promise<void> {
     const { bucket } = this.layout;
-    const parents: string[] = [];
-    for (let slash = name.indexOf('/'); slash >= 0; slash = name.indexOf('/', slash + 1)) {
-      const parent = name.slice(0, slash);
-      if (isValidName(parent)) parents.push(parent);
-    }
-    const [exists, parentIsFile, isFolder] = await Promise.all([
-      replace ? false : this.exists(this.layout.recordKey(name)),
-      Promise.all(parents.map((parent) => this.exists(this.layout.recordKey(parent)))).then(
-        (found) => found.some(Boolean),
-      ),
+    const parents = parentsThatCouldBeFiles(name);
+    const [here, parentKinds, isFolder] = await Promise.all([
+      this.kindAt(this.layout.recordKey(name)),
+      Promise.all(parents.map((parent) => this.kindAt(this.layout.recordKey(parent)))),
       this.layout.fitsInKey(`${name}/`)
         ? this.client
             .send(
@@ -495,17 +495,25 @@ export class S3Storage implements Storage {
             )
         : false,
     ]);
-    if (exists) throw new ProtocolError('EXISTS', 'a file of that name exists');
-    if (parentIsFile) throw new ProtocolError('EXISTS', 'a parent folder is a file');
-    if (isFolder) throw new ProtocolError('EXISTS', 'a folder of that name exists');
+    if (here === 'folder' || isFolder) {
+      throw new ProtocolError('EXISTS', 'a folder of that name exists');
+    }
+    if (here === 'other' && !replace)
+      throw new ProtocolError('EXISTS', 'a file of that name exists');
+    // A folder marker is a parent folder (s3-upload.ts, `claimParents`); anything else, a file.
+    if (parentKinds.includes('other'))
+      throw new ProtocolError('EXISTS', 'a parent folder is a file');
   }
 
-  private async exists(key: string): Promise<boolean> {
+  /** What is at a record key: nothing, a folder marker, or something else (a file's record). */
+  private async kindAt(key: string): Promise<'none' | 'folder' | 'other'> {
     try {
-      await this.client.send(new HeadObjectCommand({ Bucket: this.layout.bucket, Key: key }));
-      return true;
+      const head = (await this.client.send(
+        new HeadObjectCommand({ Bucket: this.layout.bucket, Key: key }),
+      )) as { Metadata?: Record<string, string> };
+      return isFolderMarker(head.Metadata) ? 'folder' : 'other';
     } catch (error) {
-      if (isNotFound(error)) return false;
+      if (isNotFound(error)) return 'none';
       throw error;
     }
   }

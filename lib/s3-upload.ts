@@ -26,7 +26,16 @@ import {
 import { ProtocolError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Lease } from './s3-lease.js';
-import { bareEtag, encodeNameMeta, isDataId, md5Hex, type S3Layout } from './s3-layout.js';
+import {
+  bareEtag,
+  encodeNameMeta,
+  FOLDER_MARKER_META,
+  isDataId,
+  isFolderMarker,
+  md5Hex,
+  parentsThatCouldBeFiles,
+  type S3Layout,
+} from './s3-layout.js';
 import type { PartBudget } from './s3-part-budget.js';
 import {
   isNotFound,
@@ -233,6 +242,7 @@ export class S3Upload implements Upload {
     }
     this.check(); // aborted meanwhile, or the lease lost: do not publish
     if (this.o.lease && !this.o.lease.held()) throw this.o.lease.lost ?? new Error('lease lost');
+    await this.claimParents();
     const replaced = await this.putRecord(digest?.sha256);
     this.state = 'published';
     this.o.remember?.(md5Hex(this.o.id), this.o.size);
@@ -333,6 +343,46 @@ export class S3Upload implements Upload {
     return etag === undefined ? undefined : { etag };
   }
 
+  /**
+   * A file and a file inside it (`a.mp4` and `a.mp4/b.jpg`) are never both published, as on
+   * disk, where `mkdir` and `link` refuse the second. Each parent path that could be a file's
+   * name gets a folder marker at its record key, created only where nothing is: so the
+   * parent's own upload (create-only at that key) and this one contend for one key, and the
+   * store's conditional write picks one, whatever the timing. A marker stays once made, as a
+   * parent folder stays on disk.
+   */
+  private async claimParents(): Promise<void> {
+    const { client, layout, name } = this.o;
+    for (const parent of parentsThatCouldBeFiles(name)) {
+      const key = layout.recordKey(parent);
+      try {
+        await client.send(
+          new PutObjectCommand({
+            Bucket: layout.bucket,
+            Key: key,
+            Body: '',
+            ContentLength: 0,
+            Metadata: { ...FOLDER_MARKER_META },
+            IfNoneMatch: '*',
+          }),
+        );
+        continue;
+      } catch (error) {
+        if (!isPreconditionFailed(error)) throw uploadFault(error);
+      }
+      // Something is there: a marker (another upload's, or this one's retried attempt) is fine.
+      let head: { Metadata?: Record<string, string> };
+      try {
+        head = await client.send(new HeadObjectCommand({ Bucket: layout.bucket, Key: key }));
+      } catch (error) {
+        throw uploadFault(error);
+      }
+      if (!isFolderMarker(head.Metadata)) {
+        throw new ProtocolError('EXISTS', 'a parent folder is a file');
+      }
+    }
+  }
+
   /** Publishes the record; returns whether it replaced one. */
   private async putRecord(sha256: string | undefined): Promise<boolean> {
     const { client, layout, name, size, id, replace } = this.o;
@@ -346,9 +396,14 @@ export class S3Upload implements Upload {
       let replaced = false;
       if (replace) {
         const current = await this.currentRecord();
+        // A folder marker, or an object of another tool: never replaced by a file.
+        if (current && current.id === undefined) {
+          this.record = 'refused';
+          throw new ProtocolError('EXISTS', 'a folder of that name exists');
+        }
         if (current) {
           // Before the old data can become unreferenced: the gc keeps it for the read grace.
-          if (current.id !== undefined) await this.markReplaced(current.id);
+          await this.markReplaced(current.id!);
           condition = { IfMatch: current.etag };
           replaced = true;
         }

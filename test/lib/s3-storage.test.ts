@@ -385,6 +385,71 @@ t.test('EXISTS: the name, a parent that is a file, a folder of that name', async
   t.same(fake.keys('lib/l/'), [], 'the refused uploads released their leases');
 });
 
+/** Begins an upload of `name` and sends all its bytes, without publishing. */
+async function staged(storage: S3Storage, name: string, bytes: Buffer) {
+  const upload = await storage.beginUpload(name, bytes.length);
+  await upload.write([bytes]);
+  return {
+    publish: () =>
+      upload.publish({ sha256: sha256(bytes) }).then(
+        () => 'OK',
+        async (error: unknown) => {
+          await upload.abort();
+          return code(error) ?? String(error);
+        },
+      ),
+  };
+}
+
+t.test('a file and a file inside it, uploaded at once: exactly one publishes', async (t) => {
+  for (const overwrite of [false, true]) {
+    for (const first of ['file', 'inside'] as const) {
+      const what = `${first} publishes first${overwrite ? ', --overwrite' : ''}`;
+      const fake = new FakeS3();
+      const storage = await open(t, fake, { overwrite });
+      // Both pass the checks at the start: neither exists yet.
+      const file = await staged(storage, 'a.mp4', Buffer.from('file'));
+      const inside = await staged(storage, 'a.mp4/b.jpg', Buffer.from('inside'));
+      const results =
+        first === 'file'
+          ? [await file.publish(), await inside.publish()]
+          : [await inside.publish(), await file.publish()].reverse();
+      const expected = first === 'file' ? ['OK', 'EXISTS'] : ['EXISTS', 'OK'];
+      t.same(results, expected, `${what}: the second is EXISTS`);
+      const listed = (await storage.list()).map((entry) => entry.name);
+      t.same(listed, [first === 'file' ? 'a.mp4' : 'a.mp4/b.jpg'], `${what}: LIST shows one`);
+      t.same(fake.keys('lib/l/'), [], `${what}: no lease left`);
+    }
+  }
+});
+
+t.test('a folder marker: siblings publish, the folder is no file, LIST skips it', async (t) => {
+  const fake = new FakeS3();
+  const storage = await open(t, fake, { overwrite: true });
+  await put(storage, 'a.mp4/b.jpg', Buffer.from('b'));
+  t.ok(fake.objects.has('bucket\nlib/n/a.mp4'), 'a marker at the parent record key');
+  await put(storage, 'a.mp4/c.jpg', Buffer.from('c'));
+  await put(storage, 'a.mp4/d.mp4/e.jpg', Buffer.from('e'));
+  t.same(
+    (await storage.list()).map((entry) => entry.name),
+    ['a.mp4/b.jpg', 'a.mp4/c.jpg', 'a.mp4/d.mp4/e.jpg'],
+    'the files under it, not the markers',
+  );
+  await t.rejects(storage.open('a.mp4'), { code: 'NOT_FOUND' }, 'a folder is not readable');
+  await t.rejects(
+    storage.beginUpload('a.mp4', 1),
+    { code: 'EXISTS', message: /folder/ },
+    'nor replaced by a file, even with --overwrite',
+  );
+  // An upload that passed the start before the marker came is refused at its publish.
+  const fresh = new FakeS3();
+  const other = await open(t, fresh, { overwrite: true });
+  const early = await staged(other, 'x.mp4', Buffer.from('x'));
+  await put(other, 'x.mp4/y.jpg', Buffer.from('y'));
+  t.equal(await early.publish(), 'EXISTS', 'an overwrite never replaces a folder marker');
+  t.same(fresh.keys('lib/d/').length, 1, 'its data is deleted');
+});
+
 t.test('overwrite: a reader opened before the replace finishes on the old bytes', async (t) => {
   const fake = new FakeS3();
   const storage = await open(t, fake, { overwrite: true, readGraceSeconds: 60 });

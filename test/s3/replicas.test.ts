@@ -211,6 +211,74 @@ t.test('an upload in progress is invisible and LOCKED on every other replica', a
   t.equal(sha256(await readAll(other, name)), sha256(bytes), 'then b1 reads it whole');
 });
 
+t.test(
+  'a file and a file inside it, uploaded at once on two gateways: one publishes',
+  async (t) => {
+    const [a1, b1, a2] = replicas;
+    const lease = (name: string) =>
+      `${prefix}/l/${createHash('sha256').update(name).digest('hex')}`;
+    const s3 = s3Client(rig);
+    const leaseTaken = (name: string) =>
+      eventually(
+        `the lease of ${name}`,
+        () =>
+          s3.send(new HeadObjectCommand({ Bucket: rig.bucket, Key: lease(name) })).then(
+            () => true,
+            () => false,
+          ),
+        5000,
+        20,
+      );
+    const outcomes = new Map<string, number>();
+    for (let round = 0; round < 6; round++) {
+      const file = `nest/${round}/a.mp4`;
+      const inside = `${file}/b.jpg`;
+      const bytes = [content(MiB, 100 + round), content(MiB, 200 + round)];
+      // Both begin (and pass the checks at the start) before either has all its bytes.
+      const [first, second] =
+        round % 2 === 0
+          ? [
+              [a1, file, 0],
+              [b1, inside, 1],
+            ]
+          : [
+              [b1, inside, 1],
+              [a1, file, 0],
+            ];
+      const uploads = [];
+      for (const [replica, name, i] of [first, second] as [Replica, string, number][]) {
+        const upload = feed(await client(t, replica), name, MiB);
+        upload.send(bytes[i].subarray(0, MiB / 2));
+        await leaseTaken(name);
+        uploads.push({ name, upload, i });
+      }
+      for (const { upload, i } of uploads) {
+        upload.send(bytes[i].subarray(MiB / 2));
+        upload.source.end();
+      }
+      const results = await Promise.all(
+        uploads.map(({ upload }) => upload.reply.then(() => 'OK', code)),
+      );
+      const key = [...results].sort().join(' ');
+      outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+      t.same([...results].sort(), ['EXISTS', 'OK'], `round ${round}: one OK, one EXISTS`);
+      const winner = uploads[results.indexOf('OK')];
+      for (const replica of [a2, b1]) {
+        const names = (await (await client(t, replica)).list())
+          .map((entry) => entry.name)
+          .filter((name) => name.startsWith(`nest/${round}/`));
+        t.same(names, [winner.name], `round ${round}: LIST shows the winner only`);
+      }
+      t.equal(
+        sha256(await readAll(await client(t, a2), winner.name)),
+        sha256(bytes[winner.i]),
+        `round ${round}: the winner's bytes`,
+      );
+    }
+    t.comment(`outcomes: ${JSON.stringify(Object.fromEntries(outcomes))}`);
+  },
+);
+
 t.test('kill -9 mid-upload: nothing visible, the lease expires, gc leaves no orphan', async (t) => {
   const [, b1] = replicas;
   const doomed = await startReplica(t, rig, {
