@@ -19,7 +19,8 @@ export interface BenchOptions {
   loadWorkers: number;
 }
 
-function positive(value: string): number {
+/** Commander's parser of a positive whole number (also raw-node-server's --processes). */
+export function positive(value: string): number {
   if (!/^[1-9][0-9]*$/.test(value)) throw new InvalidArgumentError('not a positive whole number');
   return Number(value);
 }

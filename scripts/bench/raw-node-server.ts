@@ -37,7 +37,8 @@ import {
 import { unlink } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { positive } from './options.js';
 
 const CHUNK = 1024 * 1024;
 
@@ -51,15 +52,7 @@ const program = new Command('raw-node-server')
   .option('--dir <dir>', 'folder for uploads in upload mode')
   .option('--root <dir>', 'folder of named files in named and small modes')
   .option('--sha256', 'upload mode: hash the bytes on the way, as IOE does', false)
-  .option(
-    '--processes <n>',
-    'processes sharing the port (node:cluster)',
-    (value: string) => {
-      if (!/^[1-9][0-9]*$/.test(value)) throw new InvalidArgumentError('not a positive number');
-      return Number(value);
-    },
-    1,
-  )
+  .option('--processes <n>', 'processes sharing the port (node:cluster)', positive, 1)
   .option('--host <host>', 'address to bind', '127.0.0.1')
   .option('--port <port>', 'port; 0 picks a free one', '0');
 program.parse();
