@@ -1,10 +1,30 @@
 /**
- * Reading the S3 store's objects: whole listings, and records (s3-layout.ts), for LIST and
- * the gc alike.
+ * Reading the S3 store's objects: whole listings, and records (s3-layout.ts), for LIST, the
+ * upload's checks and the gc alike.
  */
-import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { isNotFound, sendWithDate, statusOf, type S3Sender } from './s3-client.js';
-import { decodeNameMeta, isDataId, isSha256Hex } from './s3-layout.js';
+import { decodeNameMeta, isDataId, isFolderMarker, isSha256Hex } from './s3-layout.js';
+
+/**
+ * What is at a record key (one HEAD): nothing, a folder marker, or something else (a file's
+ * record, or an object of another tool, which counts as a file).
+ */
+export async function kindAt(
+  client: S3Sender,
+  bucket: string,
+  key: string,
+): Promise<'none' | 'folder' | 'other'> {
+  try {
+    const head = (await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))) as {
+      Metadata?: Record<string, string>;
+    };
+    return isFolderMarker(head.Metadata) ? 'folder' : 'other';
+  } catch (error) {
+    if (isNotFound(error)) return 'none';
+    throw error;
+  }
+}
 
 /** A record's body is a 32-digit data id: a larger object there is not one (nor read whole). */
 export const RECORD_RANGE = 'bytes=0-63';

@@ -1,7 +1,7 @@
 /**
  * The memory every S3 upload's part buffers share, like the READ chunk budget: an upload holds
- * at most `buffersPerUpload` parts (one filling while the others are sent), and all uploads of a server
- * together at most `bytes`. An upload that holds no buffer waits for one (in turn), which
+ * at most `buffersPerUpload` parts (one filling while the others are sent), and all uploads of
+ * a server together at most `bytes`. An upload that holds no buffer waits for one (in turn), which
  * stops reading its socket: backpressure, not memory. One that holds a buffer never waits for
  * a second (it reuses its first once sent), so uploads cannot deadlock on the budget.
  */

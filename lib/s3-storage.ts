@@ -15,7 +15,7 @@
  * - open() reads the record (one small GET): the data id, size and SHA-256 receipt. Its bytes
  *   come from that data key, which is never rewritten: an overwrite cannot mix bytes.
  */
-import { HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
 import { ProtocolError } from './errors.js';
@@ -34,6 +34,7 @@ import {
 } from './s3-client.js';
 import { collectGarbage, type GcReport } from './s3-gc.js';
 import {
+  kindAt,
   listAll,
   readRecord,
   RECORD_RANGE,
@@ -45,7 +46,6 @@ import {
   bareEtag,
   decodeNameMeta,
   isDataId,
-  isFolderMarker,
   isSha256Hex,
   md5Hex,
   newDataId,
@@ -486,8 +486,10 @@ export class S3Storage implements Storage {
     const { bucket } = this.layout;
     const parents = parentsThatCouldBeFiles(name);
     const [here, parentKinds, isFolder] = await Promise.all([
-      this.kindAt(this.layout.recordKey(name)),
-      Promise.all(parents.map((parent) => this.kindAt(this.layout.recordKey(parent)))),
+      kindAt(this.client, bucket, this.layout.recordKey(name)),
+      Promise.all(
+        parents.map((parent) => kindAt(this.client, bucket, this.layout.recordKey(parent))),
+      ),
       this.layout.fitsInKey(`${name}/`)
         ? this.client
             .send(
@@ -505,23 +507,12 @@ export class S3Storage implements Storage {
     if (here === 'folder' || isFolder) {
       throw new ProtocolError('EXISTS', 'a folder of that name exists');
     }
-    if (here === 'other' && !replace)
+    if (here === 'other' && !replace) {
       throw new ProtocolError('EXISTS', 'a file of that name exists');
+    }
     // A folder marker is a parent folder (s3-upload.ts, `claimParents`); anything else, a file.
-    if (parentKinds.includes('other'))
+    if (parentKinds.includes('other')) {
       throw new ProtocolError('EXISTS', 'a parent folder is a file');
-  }
-
-  /** What is at a record key: nothing, a folder marker, or something else (a file's record). */
-  private async kindAt(key: string): Promise<'none' | 'folder' | 'other'> {
-    try {
-      const head = (await this.client.send(
-        new HeadObjectCommand({ Bucket: this.layout.bucket, Key: key }),
-      )) as { Metadata?: Record<string, string> };
-      return isFolderMarker(head.Metadata) ? 'folder' : 'other';
-    } catch (error) {
-      if (isNotFound(error)) return 'none';
-      throw error;
     }
   }
 

@@ -31,11 +31,11 @@ import {
   encodeNameMeta,
   FOLDER_MARKER_META,
   isDataId,
-  isFolderMarker,
   md5Hex,
   parentsThatCouldBeFiles,
   type S3Layout,
 } from './s3-layout.js';
+import { kindAt } from './s3-objects.js';
 import type { PartBudget } from './s3-part-budget.js';
 import {
   isNotFound,
@@ -371,15 +371,10 @@ export class S3Upload implements Upload {
         if (!isPreconditionFailed(error)) throw uploadFault(error);
       }
       // Something is there: a marker (another upload's, or this one's retried attempt) is fine.
-      let head: { Metadata?: Record<string, string> };
-      try {
-        head = await client.send(new HeadObjectCommand({ Bucket: layout.bucket, Key: key }));
-      } catch (error) {
+      const kind = await kindAt(client, layout.bucket, key).catch((error: unknown) => {
         throw uploadFault(error);
-      }
-      if (!isFolderMarker(head.Metadata)) {
-        throw new ProtocolError('EXISTS', 'a parent folder is a file');
-      }
+      });
+      if (kind !== 'folder') throw new ProtocolError('EXISTS', 'a parent folder is a file');
     }
   }
 

@@ -51,7 +51,8 @@ const REPLICA_OBJECTS_PER_CLIENT = 2;
 const BIG_TIMEOUT_MS = 300_000;
 /** The S3 scenarios' sizes, for the line above the results. */
 export const S3_SIZES =
-  `s3 read/write ${S3_BIG_BYTES / MiB} MiB, s3 list ${S3_LIST_COUNT} and ${S3_LIST_LARGE_COUNT} entries, s3 replicas ` +
+  `s3 read/write ${S3_BIG_BYTES / MiB} MiB, ` +
+  `s3 list ${S3_LIST_COUNT} and ${S3_LIST_LARGE_COUNT} entries, s3 replicas ` +
   `${REPLICA_CLIENTS} clients × ${REPLICA_OBJECT_BYTES / MiB} MiB objects for --load-seconds`;
 
 export const S3_HOWTO =
