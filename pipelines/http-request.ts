@@ -140,6 +140,11 @@ function dispositionOf(name: string, type: 'inline' | 'attachment'): string {
   return `${type}; filename="${asciiFallback(segment)}"; filename*=${encodeExtended(segment)}`;
 }
 
+/** A stored file's validators: the strong ETag of its version, and its mtime. */
+function validatorsOf(file: StoredFile): Validators {
+  return { etag: strongEtag(file.version), lastModified: file.mtime };
+}
+
 export class HttpRequestHandler {
   private readonly options: HttpRequestOptions;
   private readonly context: DoorContext;
@@ -193,19 +198,22 @@ export class HttpRequestHandler {
       }
       if (error.closes) headers.Connection = 'close';
       answer = new HttpError(error.code, error.message, headers);
-    } else if (this.context.storage.unavailable?.(error)) {
-      // The store is down or failing: INTERNAL, as on TCP, with 503 (scale-out.md), since the
-      // same request may work once the store is back.
-      this.options.onStoreFault?.(error instanceof Error ? error : new Error(String(error)));
-      answer = new HttpError(
-        'INTERNAL',
-        'the store is not answering; try again later',
-        { 'Retry-After': String(STORE_RETRY_SECONDS) },
-        503,
-      );
     } else {
-      this.options.onFault?.(error instanceof Error ? error : new Error(String(error)));
-      answer = new HttpError('INTERNAL', 'the server hit an unexpected fault');
+      const fault = error instanceof Error ? error : new Error(String(error));
+      if (this.context.storage.unavailable?.(fault)) {
+        // The store is down or failing: INTERNAL, as on TCP, with 503 (scale-out.md), since
+        // the same request may work once the store is back.
+        this.options.onStoreFault?.(fault);
+        answer = new HttpError(
+          'INTERNAL',
+          'the store is not answering; try again later',
+          { 'Retry-After': String(STORE_RETRY_SECONDS) },
+          503,
+        );
+      } else {
+        this.options.onFault?.(fault);
+        answer = new HttpError('INTERNAL', 'the server hit an unexpected fault');
+      }
     }
     const body = errorBody(answer.code, answer.message);
     res.writeHead(answer.status, {
@@ -327,11 +335,17 @@ export class HttpRequestHandler {
    * none, is malformed.
    */
   private hostOf(req: IncomingMessage): string {
-    const hosts = req.headersDistinct.host ?? [];
-    if (hosts.length > 1) throw new HttpError('BAD_REQUEST', 'a request has one Host header');
-    const host = targetAuthority(req.url ?? '') ?? hosts[0] ?? '';
+    // Counted in the raw fields (Node keeps only the first Host), not `headersDistinct`, which
+    // would build a second copy of every header for each request.
+    let hosts = 0;
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') hosts++;
+    }
+    if (hosts > 1) throw new HttpError('BAD_REQUEST', 'a request has one Host header');
+    const host = targetAuthority(req.url ?? '') ?? req.headers.host ?? '';
     // HTTP/1.0 may leave it out; an HTTP/1.1 request names one, even in absolute form.
-    if (req.httpVersion !== '1.0' && (hosts.length === 0 || host === '')) {
+    if (req.httpVersion !== '1.0' && (hosts === 0 || host === '')) {
       throw new HttpError('BAD_REQUEST', 'an HTTP/1.1 request needs a Host header');
     }
     return host.toLowerCase();
@@ -377,7 +391,7 @@ export class HttpRequestHandler {
     const file = await this.context.storage.open(name);
     let streaming = false;
     try {
-      const validators: Validators = { etag: strongEtag(file.version), lastModified: file.mtime };
+      const validators = validatorsOf(file);
       const headers: Record<string, string> = {
         ...validatorHeaders(validators),
         'Accept-Ranges': 'bytes',
@@ -612,7 +626,7 @@ export class HttpRequestHandler {
       return;
     }
     try {
-      const validators = { etag: strongEtag(file.version), lastModified: file.mtime };
+      const validators = validatorsOf(file);
       // Only these two: If-None-Match on a PUT is `*`, which the create-only publish answers.
       const headers = { 'if-match': ifMatch, 'if-unmodified-since': ifUnmodified };
       if (evaluatePreconditions('PUT', headers, validators) === 'failed') {
