@@ -85,6 +85,11 @@ export class HttpDoor implements Door {
       const server: Server = context.tls
         ? createHttpsServer({ ...options, ...context.tls.serverOptions('http') })
         : createServer(options);
+      // A client that shuts its sending side after its requests still gets every answer, as
+      // on the TCP door (the last one then closes the connection); Node's default ends the
+      // socket at once, which cut a complete PUT before it was published (an undocumented
+      // property of node:http servers, there since Node 0.x, absent from the typings).
+      (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
       server.on(connectionEvent, (socket: Socket) => this.accept(socket));
       server.on('request', (req: IncomingMessage, res: ServerResponse) =>
         this.request(req, res, false),

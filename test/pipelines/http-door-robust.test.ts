@@ -137,6 +137,27 @@ t.test('pipelined requests run in order: a GET right behind a PUT sees its file'
   t.equal(errorBody(again)?.code, 'EXISTS');
 });
 
+t.test('a client that half-closes after its requests gets every answer', async (t) => {
+  const s = await startServer(t);
+  const conn = await HttpConn.connect(s.httpPort);
+  t.teardown(() => conn.destroy());
+  await conn.send(
+    Buffer.concat([
+      buildRequest(s.httpPort, { method: 'PUT', target: '/media/h.mp4', body: 'half' }),
+      buildRequest(s.httpPort, { target: '/media/h.mp4' }),
+    ]),
+  );
+  conn.end(); // no more requests: the sending side is shut
+  const put = await conn.readResponse();
+  t.equal(put.status, 201, 'the PUT is answered, and stored');
+  const get = await conn.readResponse();
+  t.equal(get.status, 200, 'the GET behind it too');
+  t.equal(get.body.toString(), 'half');
+  await conn.waitClose(5000);
+  t.pass('then the server closes the connection');
+  t.equal((await s.req({ target: '/media/h.mp4' })).body.toString(), 'half');
+});
+
 t.test('after a Connection: close answer, pipelined requests are never run', async (t) => {
   const s = await startServer(t);
   await s.put('taken.mp4', 'abc');
