@@ -1,12 +1,16 @@
 /**
  * Connection limits and the idle timer.
  */
+import { LocalTally, type Tally } from './shared-counts.js';
 
-/** Counts open connections, in all and per client address. */
+/** The key that counts every connection; an address's key is `address:` and the address. */
+const ALL = 'connections';
+
+/**
+ * Counts open connections, in all and per client address. With `--threads` the tally is
+ * shared (shared-counts.ts), so the limits hold for the whole server, whichever thread accepts.
+ */
 export class ConnectionLimiter {
-  private total = 0;
-  private readonly perAddress = new Map<string, number>();
-
   /**
    * @param maxConnections open connections at once
    * @param maxPerAddress open connections from one address; 0 for no limit
@@ -14,27 +18,27 @@ export class ConnectionLimiter {
   constructor(
     private readonly maxConnections: number,
     private readonly maxPerAddress: number,
+    private readonly tally: Tally = new LocalTally(),
   ) {}
 
   get open(): number {
-    return this.total;
+    return this.tally.count(ALL);
   }
 
   /** Takes a slot; returns its release function (safe to call twice), or undefined when full. */
   acquire(address: string): (() => void) | undefined {
-    const fromAddress = this.perAddress.get(address) ?? 0;
-    if (this.total >= this.maxConnections) return undefined;
-    if (this.maxPerAddress > 0 && fromAddress >= this.maxPerAddress) return undefined;
-    this.total++;
-    this.perAddress.set(address, fromAddress + 1);
+    if (!this.tally.add(ALL, this.maxConnections)) return undefined;
+    const perAddress = this.maxPerAddress > 0 ? `address:${address}` : undefined;
+    if (perAddress !== undefined && !this.tally.add(perAddress, this.maxPerAddress)) {
+      this.tally.remove(ALL);
+      return undefined;
+    }
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.total--;
-      const left = (this.perAddress.get(address) ?? 1) - 1;
-      if (left === 0) this.perAddress.delete(address);
-      else this.perAddress.set(address, left);
+      if (perAddress !== undefined) this.tally.remove(perAddress);
+      this.tally.remove(ALL);
     };
   }
 }

@@ -26,6 +26,7 @@ import { isInsideRoot, rethrowFault } from './catalog.js';
 import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { ReadPolicy } from './read-policy.js';
+import { LocalReservations, LocalTally, type Reservations, type Tally } from './shared-counts.js';
 import type { CatalogEntry, Storage, StoredFile, Upload, UploadOptions } from './storage.js';
 
 /** Chunk size for a stream read without a pacer (HASH): 1 MiB, large enough for fast reads. */
@@ -40,6 +41,17 @@ export interface LocalStorageOptions {
   overwrite?: boolean;
   /** The LIST cache (lib/catalog-cache.ts): on by default. */
   catalog?: CatalogCacheOptions;
+  /**
+   * The names of uploads in progress (LOCKED) and the bytes they reserve (NO_SPACE); shared
+   * ones when several threads serve one root (`--threads`). Default: this storage's own.
+   */
+  locks?: Tally;
+  reservations?: Reservations;
+  /**
+   * Delete the temporary files a crash left (default). A thread that joins a running server
+   * must not: they are the other threads' uploads in progress.
+   */
+  removeLeftovers?: boolean;
 }
 
 function errno(error: unknown): string | undefined {
@@ -79,10 +91,11 @@ async function fsyncDirectory(path: string): Promise<void> {
 export class LocalStorage implements Storage {
   readonly root: string;
   private readonly overwrite: boolean;
-  private readonly locked = new Set<string>();
-  private readonly uploads = new Set<Upload>();
+  /** Names with an upload in progress, each under `upload:` and the name. */
+  private readonly locks: Tally;
   /** Bytes promised to uploads in progress, so that concurrent uploads cannot overcommit. */
-  private reserved = 0;
+  private readonly reservations: Reservations;
+  private readonly uploads = new Set<Upload>();
   /** The last catalog scan, kept until a publish or a change on disk (inotify) drops it. */
   readonly catalog: CatalogCache;
   /** Small reads in place while the page cache answers them (read-policy.ts). */
@@ -92,13 +105,15 @@ export class LocalStorage implements Storage {
     this.root = root;
     this.overwrite = options.overwrite ?? false;
     this.catalog = new CatalogCache(root, options.catalog);
+    this.locks = options.locks ?? new LocalTally();
+    this.reservations = options.reservations ?? new LocalReservations();
   }
 
   /** Creates the root if missing and deletes temporary files left by a crash. */
   static async open(root: string, options: LocalStorageOptions = {}): Promise<LocalStorage> {
     await mkdir(root, { recursive: true });
     const storage = new LocalStorage(await realpath(root), options);
-    await storage.removeLeftovers();
+    if (options.removeLeftovers ?? true) await storage.removeLeftovers();
     return storage;
   }
 
@@ -231,9 +246,11 @@ export class LocalStorage implements Storage {
     const path = join(this.root, name);
     // --overwrite replaces, unless this upload asked to create only (HTTP If-None-Match: *).
     const replace = this.overwrite && !options.createOnly;
-    if (this.locked.has(name))
+    const lock = `upload:${name}`;
+    if (!this.locks.add(lock, 1)) {
       throw new ProtocolError('LOCKED', 'an upload of that name is in progress');
-    this.locked.add(name);
+    }
+    let locked = true;
     let reserved = 0;
     let handle: FileHandle | undefined;
     const tempPath = join(
@@ -241,18 +258,18 @@ export class LocalStorage implements Storage {
       `${TEMP_PREFIX}${randomBytes(12).toString('hex')}${TEMP_SUFFIX}`,
     );
     const release = (): void => {
-      this.locked.delete(name);
-      this.reserved -= reserved;
+      if (locked) this.locks.remove(lock);
+      locked = false;
+      this.reservations.release(reserved);
       reserved = 0;
     };
     try {
       await this.checkTarget(path, replace);
       const fs = await statfs(this.root);
-      if (fs.bavail * fs.bsize - this.reserved < size) {
+      if (!this.reservations.reserve(size, fs.bavail * fs.bsize)) {
         throw new ProtocolError('NO_SPACE', 'not enough free disk space for the upload');
       }
       reserved = size;
-      this.reserved += size;
       handle = await open(tempPath, 'wx', 0o644);
     } catch (error) {
       release();
