@@ -16,8 +16,12 @@ import { createServer } from 'node:net';
 /** Listening sockets per door where the port can be shared. */
 export const LISTENERS_PER_DOOR = 4;
 
-function reusePortSupported(): boolean {
-  const [major, minor] = process.versions.node.split('.').map(Number);
+/**
+ * Node 22.12 and later can bind several sockets to one port (`listen({ reusePort })`);
+ * `version` is this Node's by default (`24.1.0` or `v24.1.0`).
+ */
+export function reusePortSupported(version = process.versions.node): boolean {
+  const [major = 0, minor = 0] = version.replace(/^v/, '').split('.').map(Number);
   return major > 22 || (major === 22 && minor >= 12);
 }
 
@@ -61,6 +65,20 @@ export class Listeners<S extends Server> {
     for (let i = 0; i < this.count; i++) {
       const server = this.make();
       address = await listenOnce(server, { port: claimed.port, host, reusePort: true });
+      this.servers.push(server);
+    }
+    return address!;
+  }
+
+  /**
+   * Binds this set's sockets to a port a set of this process already holds with SO_REUSEPORT
+   * (another thread's door, `--threads`): the kernel then spreads new connections over both.
+   */
+  async join(port: number, host: string): Promise<AddressInfo> {
+    let address: AddressInfo | undefined;
+    for (let i = 0; i < this.count; i++) {
+      const server = this.make();
+      address = await listenOnce(server, { port, host, reusePort: true });
       this.servers.push(server);
     }
     return address!;

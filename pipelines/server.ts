@@ -19,6 +19,15 @@ import type { TlsSetup } from '../lib/tls.js';
 import type { DoorContext } from './door.js';
 import { HttpDoor } from './http-door.js';
 import { TcpDoor } from './tcp-door.js';
+import { reusePortSupported } from './listeners.js';
+import {
+  attachSharedState,
+  createSharedState,
+  DoorThreads,
+  type SharedServer,
+  type SharedServerState,
+  type ThreadSetup,
+} from './threads.js';
 
 export interface ServerOptions {
   root: string;
@@ -51,6 +60,13 @@ export interface ServerOptions {
   access?: Access;
   /** TLS on both doors (`--tls-cert`/`--tls-key` or `--tls-self-signed`). */
   tls?: TlsSetup;
+  /**
+   * Threads that serve the TCP door (`--threads`, threads.ts); default 1. More need Node
+   * 22.12 or later, a local root, no accounts and no TLS.
+   */
+  threads?: number;
+  /** This server is another thread of one that runs already (server-thread.ts). */
+  joining?: SharedServerState;
 }
 
 export const DEFAULT_OPTIONS: Omit<ServerOptions, 'logger'> = {
@@ -69,7 +85,8 @@ export const DEFAULT_OPTIONS: Omit<ServerOptions, 'logger'> = {
 export const DEFAULT_HTTP_PORT = 10080;
 
 /**
- * Events: 'connections' (count) whenever a connection closes while quitting.
+ * Events: 'connections' (count) whenever a connection closes while quitting; 'error' when
+ * another thread of the server failed (an uncaught fault, as one in this thread would be).
  */
 export class MediaServer extends EventEmitter {
   readonly options: ServerOptions;
@@ -84,26 +101,42 @@ export class MediaServer extends EventEmitter {
   private readonly sockets = new Set<Socket>();
   private readonly log: Logger;
   private quitting?: Promise<void>;
+  private readonly access: Access;
+  /** The counts every thread shares, with `--threads` (and in each other thread). */
+  private readonly shared?: SharedServer;
+  private threads?: DoorThreads;
 
-  private constructor(options: ServerOptions, storage: Storage, access: Access) {
+  private constructor(
+    options: ServerOptions,
+    storage: Storage,
+    access: Access,
+    shared: SharedServer | undefined,
+  ) {
     super();
     this.options = options;
     this.storage = storage;
     this.log = options.logger;
+    this.access = access;
+    this.shared = shared;
     const context: DoorContext = {
       storage,
       hashes: new HashCache(),
       // The memory every download's chunks share, over both doors (see chunk-pacer.ts).
       chunkBudget: new ChunkBudget(),
       shelf: new BufferShelf(),
-      limiter: new ConnectionLimiter(options.maxConnections, options.maxConnectionsPerIp),
+      limiter: new ConnectionLimiter(
+        options.maxConnections,
+        options.maxConnectionsPerIp,
+        shared?.tally,
+      ),
       log: options.logger,
       readOnly: options.readOnly,
       maxUpload: options.maxUpload,
       idleTimeoutSeconds: options.idleTimeoutSeconds,
       access,
       tls: options.tls,
-      isQuitting: () => this.quitting !== undefined,
+      // Another thread's QUIT counts from the moment it began, before its message arrives.
+      isQuitting: () => this.quitting !== undefined || (shared?.stats.quitting ?? false),
       track: (socket) => this.track(socket),
     };
     this.tcp = new TcpDoor(context);
@@ -115,14 +148,29 @@ export class MediaServer extends EventEmitter {
   /** Opens the storage (creating the root, removing crash left-overs). */
   static async create(options: Partial<ServerOptions> = {}): Promise<MediaServer> {
     const full: ServerOptions = { ...DEFAULT_OPTIONS, logger: silentLogger(), ...options };
-    const storage =
-      full.storage ?? (await LocalStorage.open(full.root, { overwrite: full.overwrite }));
     // No accounts file: everyone may do everything (protected mode aside, on a non-loopback
     // bind: the server script decides with --public).
     const access =
       full.access ??
       (await Access.create({ bindHost: full.host, readOnly: full.readOnly, public: true }));
-    return new MediaServer(full, storage, access);
+    const threads = full.threads ?? 1;
+    if (!Number.isInteger(threads) || threads < 1) {
+      throw new Error('--threads: a whole number ≥ 1');
+    }
+    if (threads > 1) checkThreads(full, access);
+    const state =
+      full.joining ?? (threads > 1 ? createSharedState(threads, full.maxConnections) : undefined);
+    const shared = state && attachSharedState(state);
+    const storage =
+      full.storage ??
+      (await LocalStorage.open(full.root, {
+        overwrite: full.overwrite,
+        locks: shared?.tally,
+        reservations: shared?.reservations,
+        // A joining thread: the temporary files are the other threads' uploads in progress.
+        removeLeftovers: full.joining === undefined,
+      }));
+    return new MediaServer(full, storage, access, shared);
   }
 
   /**
@@ -145,7 +193,51 @@ export class MediaServer extends EventEmitter {
         this.log.warn({ door: 'http', port: httpPort }, 'web off: the port is in use');
       }
     }
+    const threads = this.options.threads ?? 1;
+    if (threads > 1) {
+      try {
+        this.threads = await DoorThreads.start(
+          Array.from({ length: threads - 1 }, (_, i) => this.threadSetup(i + 1)),
+          () => {
+            if (this.quitting) this.emit('connections', this.connectionCount);
+          },
+          (error) => this.emit('error', error),
+        );
+      } catch (error) {
+        await Promise.all([this.tcp.shutdown(), this.http?.shutdown()]);
+        throw error;
+      }
+    }
     return this.tcpAddress;
+  }
+
+  /** Another thread's server (server-thread.ts): the TCP door on the main thread's port. */
+  async join(): Promise<AddressInfo> {
+    this.tcpAddress = await this.tcp.join(this.options.port, this.options.host);
+    return this.tcpAddress;
+  }
+
+  /** Connections accepted and open now, per thread (`--threads`; else undefined). */
+  get threadStats(): { accepted: number; open: number }[] | undefined {
+    return this.shared?.stats.threads;
+  }
+
+  private threadSetup(index: number): ThreadSetup {
+    const o = this.options;
+    return {
+      root: (this.storage as LocalStorage).root,
+      host: o.host,
+      port: this.tcpAddress!.port,
+      maxConnections: o.maxConnections,
+      maxConnectionsPerIp: o.maxConnectionsPerIp,
+      maxUpload: o.maxUpload,
+      idleTimeoutSeconds: o.idleTimeoutSeconds,
+      readOnly: o.readOnly,
+      overwrite: o.overwrite,
+      logLevel: o.logger.level,
+      public: !this.access.protectedMode,
+      shared: { ...this.shared!.state, index },
+    };
   }
 
   get address(): AddressInfo {
@@ -160,7 +252,10 @@ export class MediaServer extends EventEmitter {
 
   /** Connections being served on both doors (not counting those refused with BUSY). */
   get connectionCount(): number {
-    return this.tcp.connectionCount + (this.http?.connectionCount ?? 0);
+    const here = this.tcp.connectionCount + (this.http?.connectionCount ?? 0);
+    if (!this.threads) return here;
+    const others = this.shared!.stats.threads.slice(1);
+    return here + others.reduce((sum, thread) => sum + thread.open, 0);
   }
 
   get isQuitting(): boolean {
@@ -176,6 +271,10 @@ export class MediaServer extends EventEmitter {
     this.quitting ??= (async () => {
       const doors = [this.tcp.shutdown()];
       if (this.httpAddress) doors.push(this.http!.shutdown());
+      if (this.threads) {
+        this.shared!.stats.quit();
+        doors.push(this.threads.quit());
+      }
       await Promise.all([...doors, this.allClosed()]);
       await this.storage.close();
     })();
@@ -185,10 +284,11 @@ export class MediaServer extends EventEmitter {
   /** FORCEQUIT: drop every connection now and delete partial uploads. */
   async forceQuit(): Promise<void> {
     this.quitting ??= Promise.resolve();
+    this.shared?.stats.quit();
     this.tcp.stop();
     if (this.httpAddress) this.http!.stop();
     for (const socket of this.sockets) socket.destroy();
-    await this.storage.close();
+    await Promise.all([this.storage.close(), this.threads?.forceQuit()]);
   }
 
   private allClosed(): Promise<void> {
@@ -205,10 +305,28 @@ export class MediaServer extends EventEmitter {
 
   private track(socket: Socket): void {
     this.sockets.add(socket);
+    this.shared?.stats.opened();
     socket.once('close', () => {
+      this.shared?.stats.closed();
       this.sockets.delete(socket);
       this.emit('socket-closed');
-      if (this.quitting) this.emit('connections', this.sockets.size);
+      if (this.quitting) {
+        this.emit('connections', this.threads ? this.connectionCount : this.sockets.size);
+      }
     });
+  }
+}
+
+/** What `--threads` needs, with a clear refusal for the rest. */
+function checkThreads(options: ServerOptions, access: Access): void {
+  if (options.storage) throw new Error('--threads serves a local --root only, not --storage');
+  if (options.tls) throw new Error('--threads does not serve TLS yet: use one thread with --tls-*');
+  if (access.accounts.configured) {
+    throw new Error('--threads does not serve accounts yet: use one thread with --users');
+  }
+  if (!reusePortSupported()) {
+    throw new Error(
+      `--threads needs Node 22.12 or later (SO_REUSEPORT); this is ${process.version}`,
+    );
   }
 }

@@ -53,7 +53,15 @@ export class TcpDoor implements Door {
   }
 
   async listen(port: number, host: string): Promise<AddressInfo> {
-    const address = await this.listeners.listen(port, host);
+    return this.listening(await this.listeners.listen(port, host));
+  }
+
+  /** Listens on a port another thread's TCP door holds (`--threads`, threads.ts). */
+  async join(port: number, host: string): Promise<AddressInfo> {
+    return this.listening(await this.listeners.join(port, host));
+  }
+
+  private listening(address: AddressInfo): AddressInfo {
     for (const server of this.listeners.servers) {
       server.on('error', (error) => this.context.log.error({ err: error }, 'listener error'));
     }

@@ -64,6 +64,12 @@ const program = new Command('ioe-server')
     integer(0),
     120,
   )
+  .option(
+    '--threads <n>',
+    'threads serving the TCP door on one port (Node 22.12+; a local --root, no --users, no TLS)',
+    integer(1, 64),
+    1,
+  )
   .option('--read-only', 'refuse every WRITE', false)
   .option('--overwrite', 'let a WRITE replace an existing file atomically', false)
   .option('--users <file>', 'accounts and their rules (see ioe-server users --help)')
@@ -97,6 +103,7 @@ const opts = program.opts<{
   idleTimeout: number;
   readOnly: boolean;
   overwrite: boolean;
+  threads: number;
   logLevel: string;
   users?: string;
   public?: boolean;
@@ -188,7 +195,13 @@ async function main(): Promise<void> {
     idleTimeoutSeconds: opts.idleTimeout,
     readOnly: opts.readOnly,
     overwrite: opts.overwrite,
+    threads: opts.threads,
     logger,
+  });
+  // Another thread failed: a fault there ends the server as one here would.
+  server.on('error', (error: unknown) => {
+    logger.fatal({ err: error }, 'a server thread failed');
+    void server.forceQuit().finally(() => process.exit(1));
   });
   const address = await server.listen();
   logger.info({ root: opts.storage ?? opts.root, ...address }, 'ready');

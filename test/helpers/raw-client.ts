@@ -222,3 +222,19 @@ export async function eventually(
     await sleep(20);
   }
 }
+
+/** True when a new connection is refused, or accepted only to be told SHUTTING_DOWN. */
+export async function refused(port: number, host = '127.0.0.1'): Promise<boolean> {
+  let client: RawClient;
+  try {
+    client = await RawClient.connect(port, host);
+  } catch {
+    return true;
+  }
+  try {
+    const rest = (await client.waitClose()).toString();
+    return rest === '' || rest.startsWith('ERR SHUTTING_DOWN');
+  } finally {
+    client.destroy();
+  }
+}

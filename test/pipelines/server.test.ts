@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
 import type { Storage } from '../../lib/storage.js';
-import { RawClient, eventually, sleep } from '../helpers/raw-client.js';
+import { RawClient, eventually, refused, sleep } from '../helpers/raw-client.js';
 
 interface Teardown {
   teardown(fn: () => unknown): void;
@@ -102,22 +102,6 @@ const code = (line: string): string => {
   const words = line.split(' ');
   return words[0] === 'ERR' ? words[1] : words[0];
 };
-
-/** True when the connection is refused, or accepted only to be told SHUTTING_DOWN and closed. */
-async function refused(port: number): Promise<boolean> {
-  let client: RawClient;
-  try {
-    client = await RawClient.connect(port);
-  } catch {
-    return true;
-  }
-  try {
-    const rest = await client.waitClose();
-    return rest.toString() === '' || rest.toString().startsWith('ERR SHUTTING_DOWN');
-  } finally {
-    client.destroy();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Commands

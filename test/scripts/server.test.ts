@@ -22,7 +22,8 @@ import {
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RawClient, eventually, sleep } from '../helpers/raw-client.js';
+import { RawClient, eventually, refused, sleep } from '../helpers/raw-client.js';
+import { reusePortSupported } from '../../pipelines/listeners.js';
 import { built } from '../helpers/paths.js';
 
 const SERVER = built('scripts/server.js');
@@ -198,22 +199,6 @@ async function startUpload(cli: Cli, name: string, total: number, sent: number) 
     },
     sha: sha256(data),
   };
-}
-
-/** True when a new connection is refused, or accepted only to be told SHUTTING_DOWN. */
-async function refused(cli: Cli): Promise<boolean> {
-  let client: RawClient;
-  try {
-    client = await RawClient.connect(cli.port, cli.host);
-  } catch {
-    return true;
-  }
-  try {
-    const rest = (await client.waitClose()).toString();
-    return rest === '' || rest.startsWith('ERR SHUTTING_DOWN');
-  } finally {
-    client.destroy();
-  }
 }
 
 t.before(() => {
@@ -459,6 +444,49 @@ t.test('bad option values exit non-zero with a message', async (t) => {
   );
 });
 
+t.test('--threads: refused in words where it cannot serve', async (t) => {
+  const dir = await tempDir(t);
+  const users = join(dir, 'users');
+  await writeFile(users, 'anonymous::r=/\n', { mode: 0o600 });
+  const cases: [string[], RegExp][] = [
+    [['--threads', '0'], /--threads/],
+    [['--threads', '2', '--users', users], /--threads does not serve accounts yet/],
+  ];
+  if (!reusePortSupported()) cases.push([['--threads', '2'], /Node 22\.12 or later/]);
+  for (const [args, message] of cases) {
+    const proc = launch(['--port', '0', '--http-port', '0', '--root', join(dir, 'r'), ...args]);
+    proc.child.stdin!.end();
+    const exit = await proc.waitExit();
+    t.equal(exit.code, 1, `${args.join(' ')}: exit 1`);
+    t.match(proc.stderr(), message, `${args.join(' ')}: says why`);
+  }
+});
+
+if (reusePortSupported()) {
+  t.test('--threads 2: both threads serve, and QUIT waits for a transfer on either', async (t) => {
+    const cli = await startCli(t, ['--threads', '2']);
+    // Uploads in flight on 16 connections: the kernel puts some on each thread (all on one:
+    // odds of 2 in 65,536).
+    const uploads = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => startUpload(cli, `t-${i}.mp3`, 1000, 100)),
+    );
+    // Its log lines are written within 100 ms.
+    const fromSecond = /"thread":1[^\n]*"msg":"connection opened"/;
+    await eventually(() => fromSecond.test(cli.stderr()), 'the second thread to log');
+    t.pass('the second thread serves some of them');
+    const mark = cli.stdout().length;
+    cli.type('QUIT');
+    t.match((await cli.waitStdout(/^.*\b16\b.*$/m, mark))[0], /FORCEQUIT/, 'all 16 counted');
+    t.ok(await refused(cli.port, cli.host), 'new connections are refused');
+    for (const upload of uploads) {
+      t.equal(await upload.finish(), `OK 1000 ${upload.sha}`);
+      upload.client.destroy();
+    }
+    t.same(await cli.waitExit(), { code: 0, signal: null });
+    t.equal((await readdir(cli.root)).length, 16, 'every upload was published');
+  });
+}
+
 t.test('QUIT with a transfer in flight: it finishes with OK, then exit 0', async (t) => {
   const cli = await startCli(t);
   const upload = await startUpload(cli, 'slow.mp3', 1000, 300);
@@ -470,7 +498,7 @@ t.test('QUIT with a transfer in flight: it finishes with OK, then exit 0', async
   t.match((await idle.waitClose()).toString(), /^ERR SHUTTING_DOWN [^\n]*\n$/, 'idle: at once');
   const waiting = await cli.waitStdout(/^.*FORCEQUIT.*$/m, mark);
   t.match(waiting[0], /\b[12]\b/, 'says how many connections are left');
-  t.ok(await refused(cli), 'new connections are refused after QUIT');
+  t.ok(await refused(cli.port, cli.host), 'new connections are refused after QUIT');
   t.equal(cli.child.exitCode, null, 'still running while the transfer is in flight');
   t.equal(await upload.finish(), `OK 1000 ${upload.sha}`);
   t.match((await upload.client.waitClose()).toString(), /^ERR SHUTTING_DOWN /);
@@ -522,7 +550,7 @@ t.test('SIGTERM acts as QUIT', async (t) => {
   const mark = cli.stdout().length;
   cli.child.kill('SIGTERM');
   await cli.waitStdout(/QUIT/, mark);
-  t.ok(await refused(cli), 'new connections are refused');
+  t.ok(await refused(cli.port, cli.host), 'new connections are refused');
   t.equal(await upload.finish(), `OK 500 ${upload.sha}`);
   t.match((await upload.client.waitClose()).toString(), /^ERR SHUTTING_DOWN /);
   t.same(await cli.waitExit(), { code: 0, signal: null });
