@@ -40,10 +40,12 @@ import {
 import {
   SCENARIOS as LOCAL_SCENARIOS,
   fixturesNeeded,
+  IOE_TWO,
   paths,
   type BenchConfig,
   type Context,
 } from './bench/scenarios.js';
+import { reusePortSupported } from '../pipelines/listeners.js';
 import {
   S3_ALIAS,
   S3_GET_PIPE,
@@ -84,13 +86,14 @@ function serverNode(): { path: string; version: string } {
   }
 }
 
-function configFor(node: string): BenchConfig {
+function configFor(node: { path: string; version: string }): BenchConfig {
   const nginx = opts.nginx ? findExecutable('nginx') : undefined;
   const wrk = opts.wrk ? findExecutable('wrk') : undefined;
   const python = opts.python ? findPython() : undefined;
   const common = {
     dir: resolve(opts.dir),
-    node,
+    node: node.path,
+    threads: reusePortSupported(node.version),
     python,
     nginx,
     wrk,
@@ -257,6 +260,16 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
     checks.push(below(`many-small p99 (median round)`, value('small', 'ioe', 'p99_ms'), 50, 'ms'));
     python('small', 'ops_s', 'many-small ops/s');
     checks.push(below('many-small errors (all rounds)', total('small', 'ioe', 'errors'), 1, ''));
+    if (ran('small', IOE_TWO) && ran('small', 'nginx')) {
+      const label = `many-small, ${IOE_TWO}`;
+      checks.push(
+        atLeast(`${label}, ops/s vs nginx`, ratioOf('small', 'ops_s', 'nginx', IOE_TWO), 0.5),
+      );
+      checks.push(
+        below(`${label}, p99 (median round)`, value('small', IOE_TWO, 'p99_ms'), 50, 'ms'),
+      );
+      checks.push(below(`${label}, errors (all rounds)`, total('small', IOE_TWO, 'errors'), 1, ''));
+    }
   }
   if (ran('list')) {
     const n = config.listCount;
@@ -317,7 +330,7 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
 async function main(): Promise<void> {
   const started = new Date();
   const node = serverNode();
-  const config = configFor(node.path);
+  const config = configFor(node);
   const selected = parseOnly(
     expandS3Alias(opts.only),
     SCENARIOS.map((s) => s.id),

@@ -39,6 +39,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { positive } from './options.js';
+import { reusePortSupported } from '../../pipelines/listeners.js';
 
 const CHUNK = 1024 * 1024;
 
@@ -193,12 +194,6 @@ function onConnection(socket: Socket): void {
   else if (opts.mode === 'upload') upload(socket, need(opts.dir, '--dir'));
   else if (opts.mode === 'named') named(socket, need(opts.root, '--root'));
   else small(socket, need(opts.root, '--root'));
-}
-
-/** `listen({ reusePort })`: Node 22.12 and later. */
-function reusePortSupported(): boolean {
-  const [major, minor] = process.versions.node.split('.').map(Number);
-  return major > 22 || (major === 22 && minor >= 12);
 }
 
 /**

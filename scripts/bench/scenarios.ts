@@ -63,6 +63,8 @@ export interface BenchConfig {
   dir: string;
   /** The Node binary that runs the IOE server and raw-node (--node; the bench's own by default). */
   node: string;
+  /** That Node can share a port between threads: the `--threads 2` peer runs (ioe-x2). */
+  threads: boolean;
   /** python3, for the Python reference (skipped if missing). */
   python?: string;
   nginx?: string;
@@ -152,6 +154,8 @@ const SUBJECT = 'ioe';
 const RAW_SHA256 = 'raw-node+sha256';
 /** raw-node's small mode in two processes: the ceiling of a Node server using both cores. */
 const RAW_TWO = 'raw-node-x2';
+/** The IOE server with `--threads 2`: its TCP door on both cores. */
+export const IOE_TWO = 'ioe-x2';
 
 /** The Python reference: a thread per connection, protocol v1, SHA-256 and fsync on WRITE. */
 const PYTHON = 'python';
@@ -172,6 +176,7 @@ function peersOf(ctx: Context, baselines: string[], subject = [SUBJECT]): string
     (peer) =>
       (serverOf(peer) !== 'nginx' || ctx.config.nginx) &&
       (peer !== PYTHON || ctx.config.python) &&
+      (peer !== IOE_TWO || ctx.config.threads) &&
       (!peer.endsWith('/wrk') || ctx.config.wrk),
   );
 }
@@ -310,6 +315,10 @@ function mediaServers(
     }
     if (server === 'raw-node') {
       starters[server] = () => startRawNode(config.node, raw, logFile(ctx, 'raw'));
+    }
+    if (server === IOE_TWO) {
+      starters[server] = () =>
+        startIoe(config.node, p.media, logFile(ctx, 'ioe-x2'), [...ioeExtra, '--threads', '2']);
     }
     if (server === RAW_TWO) {
       starters[server] = () =>
@@ -617,13 +626,21 @@ function manySmall(http: boolean): Scenario {
     subject: SUBJECT,
     peers: http
       ? ['ioe', 'nginx', IOE_WRK, NGINX_WRK]
-      : ['ioe', 'raw-node', RAW_TWO, PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
+      : ['ioe', IOE_TWO, 'raw-node', RAW_TWO, PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
     metrics: SMALL_METRICS,
     async run(ctx) {
       const { paths: p } = ctx;
       const peers = http
         ? peersOf(ctx, ['nginx', IOE_WRK, NGINX_WRK])
-        : peersOf(ctx, ['raw-node', RAW_TWO, PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS]);
+        : peersOf(ctx, [
+            IOE_TWO,
+            'raw-node',
+            RAW_TWO,
+            PYTHON,
+            'nginx',
+            NGINX_WRK,
+            NGINX_IN_PROCESS,
+          ]);
       const raw = ['--mode', 'small', '--root', p.media];
       await withServers(mediaServers(ctx, peers, raw), (servers) =>
         interleave(ctx, this.id, peers, (peer) => {
