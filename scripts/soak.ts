@@ -86,6 +86,7 @@ const program = new Command('soak')
     500,
   )
   .option('--op-timeout <s>', 'an operation taking longer than this is an error', seconds, 60)
+  .option('--threads <n>', 'own server only: its --threads (Node 22.12+)', integer(1, 64), 1)
   .showHelpAfterError();
 
 program.parse();
@@ -103,6 +104,7 @@ const opts = program.opts<{
   diskBudget: number;
   maxFiles: number;
   opTimeout: number;
+  threads: number;
 }>();
 
 if (!LOOPBACK.has(opts.host)) program.error('--host must be a loopback address (127.0.0.1)');
@@ -634,6 +636,8 @@ async function main(): Promise<number> {
         join(tempRoot, 'media'),
         '--log-level',
         'warn',
+        '--threads',
+        String(opts.threads),
       ])
     : undefined;
   const server: ServerHandle = own
