@@ -11,7 +11,10 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 /** How long a buffered line may wait before it is written, ms. */
 export const LOG_FLUSH_MS = 100;
 
-/** Lines are handed to the file this many bytes (UTF-16 units) at a time, or after LOG_FLUSH_MS. */
+/**
+ * Lines are written at most this many bytes at a time, whole: PIPE_BUF, so that a write to a
+ * pipe is never split or interleaved with another thread's (`--threads`: each has a logger).
+ */
 export const LOG_BATCH = 4096;
 
 /**
@@ -26,8 +29,17 @@ export const LOG_BATCH = 4096;
  * stderr through the thread pool ten times a second on an idle server, waking it for nothing.
  */
 export function createLogger(level: string = 'info', fd = 2): Logger {
-  const destination = pino.destination({ dest: fd, sync: false, minLength: 0 });
-  const batch = new LineBatch((text) => destination.write(text));
+  // maxWrite: sonic-boom joins batches queued behind a write only up to one write's size.
+  const destination = pino.destination({
+    dest: fd,
+    sync: false,
+    minLength: 0,
+    maxWrite: LOG_BATCH,
+  });
+  const batch = new LineBatch(
+    (text) => destination.write(text),
+    () => destination.flushSync(),
+  );
   process.once('exit', () => {
     batch.flush();
     try {
@@ -39,32 +51,46 @@ export function createLogger(level: string = 'info', fd = 2): Logger {
   return pino({ level, timestamp: pino.stdTimeFunctions.isoTime }, batch);
 }
 
-/** Lines joined into batches of about LOG_BATCH, handed on whole, or after LOG_FLUSH_MS. */
+/** Whole lines joined into batches of at most LOG_BATCH bytes, or what came in LOG_FLUSH_MS. */
 class LineBatch {
   private lines: string[] = [];
-  private size = 0;
+  private bytes = 0;
   private timer?: NodeJS.Timeout;
 
-  constructor(private readonly handOn: (text: string) => void) {}
+  constructor(
+    private readonly handOn: (text: string) => void,
+    private readonly writeAllNow: () => void,
+  ) {}
 
   /** pino's stream interface: one line at a time. */
   write(line: string): boolean {
+    const bytes = Buffer.byteLength(line);
+    if (this.bytes + bytes > LOG_BATCH) this.flush();
     this.lines.push(line);
-    this.size += line.length;
-    if (this.size >= LOG_BATCH) this.flush();
+    this.bytes += bytes;
+    if (this.bytes >= LOG_BATCH) this.flush();
     // Armed by a line only: an idle server has no timer to wake it.
     else this.timer ??= setTimeout(() => this.flush(), LOG_FLUSH_MS).unref();
     return true;
   }
 
-  flush(): void {
+  /** Hands on what is gathered; with `done` (pino's `logger.flush(done)`), writes it all first. */
+  flush(done?: (error?: Error) => void): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.lines.length === 0) return;
-    const text = this.lines.join('');
-    this.lines = [];
-    this.size = 0;
-    this.handOn(text);
+    if (this.lines.length > 0) {
+      const text = this.lines.join('');
+      this.lines = [];
+      this.bytes = 0;
+      this.handOn(text);
+    }
+    if (!done) return;
+    try {
+      this.writeAllNow();
+      done();
+    } catch (error) {
+      done(error as Error);
+    }
   }
 }
 

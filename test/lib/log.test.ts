@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createLogger, LOG_FLUSH_MS } from '../../lib/log.js';
+import { createLogger, LOG_BATCH, LOG_FLUSH_MS } from '../../lib/log.js';
 
 t.test(
   'a buffered line is written within the flush period, and nothing is written idle',
@@ -18,11 +18,14 @@ t.test(
     // sonic-boom writes with fs.write, looked up at each call: count the writes to our file.
     const write = fs.write;
     let writes = 0;
+    /** Each write's text: whole lines, at most PIPE_BUF bytes (threads share the pipe). */
+    const written: string[] = [];
     /** While above 0, a write to our file reports back this much later (a slow disk). */
     let slowMs = 0;
     fs.write = ((...args: unknown[]) => {
       if (args[0] === fd) {
         writes++;
+        written.push(Buffer.isBuffer(args[1]) ? args[1].toString() : String(args[1]));
         const done = args.at(-1) as (...r: unknown[]) => void;
         if (slowMs > 0) {
           const ms = slowMs;
@@ -70,5 +73,45 @@ t.test(
     slowMs = 0;
     await sleep(LOG_FLUSH_MS * 5);
     t.match(await readFile(path, 'utf8'), /"msg":"second"/, 'a line behind a slow write comes out');
+
+    // Bursts of long lines, while a slow write makes the rest queue behind it.
+    slowMs = LOG_FLUSH_MS;
+    for (let i = 0; i < 300; i++) log.info({ i, pad: 'é'.repeat((i % 150) * 7) }, 'long');
+    slowMs = 0;
+    await sleep(LOG_FLUSH_MS * 8);
+    const sizes = written.map((text) => Buffer.byteLength(text));
+    t.ok(
+      Math.max(...sizes) <= LOG_BATCH,
+      `no write above ${LOG_BATCH} bytes (${Math.max(...sizes)})`,
+    );
+    t.ok(Math.max(...sizes) > LOG_BATCH / 2, 'and they are batches, not lines');
+    t.ok(
+      written.every((text) => text.endsWith('\n')),
+      'every write ends on a whole line',
+    );
+    const longs = (await readFile(path, 'utf8'))
+      .split('\n')
+      .filter((line) => line.includes('"long"'));
+    t.equal(longs.length, 300, 'every long line is written');
+    t.ok(
+      longs.every((line, i) => JSON.parse(line).i === i),
+      'whole, and in order',
+    );
   },
 );
+
+t.test('logger.flush(done) writes what is gathered before done is called', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ioe-log-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'server.log');
+  const fd = fs.openSync(path, 'w');
+  t.teardown(() => fs.closeSync(fd));
+  const log = createLogger('info', fd).child({ thread: 1 });
+  for (let i = 0; i < 5; i++) log.info({ i }, 'closing');
+  await new Promise<void>((resolve, reject) =>
+    log.flush((error) => (error ? reject(error) : resolve())),
+  );
+  const lines = fs.readFileSync(path, 'utf8').trimEnd().split('\n');
+  t.equal(lines.length, 5, 'all five are in the file at once');
+  t.match(lines[4], /"thread":1,"i":4,/);
+});
