@@ -27,12 +27,15 @@ export class ConnectionLimiter {
 
   /** Takes a slot; returns its release function (safe to call twice), or undefined when full. */
   acquire(address: string): (() => void) | undefined {
-    if (!this.tally.add(ALL, this.maxConnections)) return undefined;
     const perAddress = this.maxPerAddress > 0 ? `address:${address}` : undefined;
-    if (perAddress !== undefined && !this.tally.add(perAddress, this.maxPerAddress)) {
-      this.tally.remove(ALL);
-      return undefined;
-    }
+    const admitted =
+      perAddress === undefined
+        ? this.tally.add(ALL, this.maxConnections)
+        : this.tally.addAll([
+            [ALL, this.maxConnections],
+            [perAddress, this.maxPerAddress],
+          ]);
+    if (!admitted) return undefined;
     let released = false;
     return () => {
       if (released) return;

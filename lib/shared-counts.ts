@@ -16,6 +16,11 @@ import { createHash } from 'node:crypto';
 export interface Tally {
   /** Adds one to `key` unless it is at `max` already; false (and nothing changed) when it is. */
   add(key: string, max: number): boolean;
+  /**
+   * Adds one to every key, or to none when one is at its max: one step, so that no other
+   * thread sees the first added while the second is refused.
+   */
+  addAll(entries: readonly (readonly [key: string, max: number])[]): boolean;
   /** Takes one from `key` (never below 0). */
   remove(key: string): void;
   count(key: string): number;
@@ -24,6 +29,12 @@ export interface Tally {
 /** A Tally for one thread. */
 export class LocalTally implements Tally {
   private readonly counts = new Map<string, number>();
+
+  addAll(entries: readonly (readonly [key: string, max: number])[]): boolean {
+    if (entries.some(([key, max]) => this.count(key) >= max)) return false;
+    for (const [key, max] of entries) this.add(key, max);
+    return true;
+  }
 
   add(key: string, max: number): boolean {
     const now = this.counts.get(key) ?? 0;
@@ -70,28 +81,38 @@ export class SharedTally implements Tally {
   }
 
   /** The table another thread created. */
-  constructor(buffer: SharedArrayBuffer) {
+  constructor(
+    buffer: SharedArrayBuffer,
+    private readonly lockTimeoutMs = 2000,
+  ) {
     this.buffer = buffer;
     this.words = new Int32Array(buffer);
     this.capacity = (this.words.length - HEADER_WORDS) / SLOT_WORDS;
   }
 
   add(key: string, max: number): boolean {
-    if (max <= 0) return false;
-    const wanted = digest(key);
+    return this.addAll([[key, max]]);
+  }
+
+  addAll(entries: readonly (readonly [key: string, max: number])[]): boolean {
+    if (entries.some(([, max]) => max <= 0)) return false;
+    const keys = entries.map(([key, max]) => [digest(key), max] as const);
     return this.locked(() => {
-      const slot = this.find(wanted);
-      const count = this.countAt(slot);
-      if (count >= max) return false;
-      if (count === 0) {
-        // Keep one slot empty so that every probe ends.
-        if (Atomics.load(this.words, ENTRIES) >= this.capacity - 1) {
-          throw new Error('the shared table is full');
-        }
-        this.words.set(wanted, this.base(slot));
-        Atomics.add(this.words, ENTRIES, 1);
+      for (const [key, max] of keys) if (this.countAt(this.find(key)) >= max) return false;
+      const fresh = keys.filter(([key]) => this.countAt(this.find(key)) === 0).length;
+      // Keep one slot empty so that every probe ends.
+      if (Atomics.load(this.words, ENTRIES) + fresh > this.capacity - 1) {
+        throw new Error('the shared table is full');
       }
-      Atomics.store(this.words, this.base(slot) + KEY_WORDS, count + 1);
+      for (const [key] of keys) {
+        const slot = this.find(key);
+        const count = this.countAt(slot);
+        if (count === 0) {
+          this.words.set(key, this.base(slot));
+          Atomics.add(this.words, ENTRIES, 1);
+        }
+        Atomics.store(this.words, this.base(slot) + KEY_WORDS, count + 1);
+      }
       return true;
     });
   }
@@ -159,7 +180,14 @@ export class SharedTally implements Tally {
   }
 
   private locked<T>(work: () => T): T {
+    let since: number | undefined;
     while (Atomics.compareExchange(this.words, LOCK, 0, 1) !== 0) {
+      // Held for microseconds; held this long, its thread died holding it (terminated): fail
+      // loudly rather than hang the event loop for good.
+      since ??= performance.now();
+      if (performance.now() - since > this.lockTimeoutMs) {
+        throw new Error('the shared table stayed locked');
+      }
       Atomics.wait(this.words, LOCK, 1, 1);
     }
     try {

@@ -10,6 +10,7 @@ import {
   SharedReservations,
   SharedTally,
 } from '../../lib/shared-counts.js';
+import { ConnectionLimiter } from '../../lib/limits.js';
 
 t.test('the shared table counts as a Map does, through collisions and removals', async (t) => {
   const shared = SharedTally.create(64);
@@ -161,4 +162,67 @@ t.test('threads reserving bytes: never more than free in all', async (t) => {
   const total = granted.reduce((a, b) => a + b, 0);
   t.equal(total, reservations.reserved, 'what was granted is what is reserved');
   t.ok(total <= 10_000 && total > 10_000 - 7, `filled to the brim, not past it (${total})`);
+});
+
+t.test('addAll takes every key or none', async (t) => {
+  for (const tally of [new LocalTally(), SharedTally.create(64)]) {
+    t.ok(tally.add('address:x', 2));
+    t.ok(tally.add('address:x', 2));
+    t.notOk(
+      tally.addAll([
+        ['connections', 10],
+        ['address:x', 2],
+      ]),
+      'the second key is full',
+    );
+    t.equal(tally.count('connections'), 0, 'so the first was not taken either');
+    t.ok(
+      tally.addAll([
+        ['connections', 10],
+        ['address:y', 2],
+      ]),
+    );
+    t.equal(tally.count('connections'), 1);
+    t.equal(tally.count('address:y'), 1);
+  }
+});
+
+t.test('threads at the per-address cap never make another address BUSY', async (t) => {
+  // Total cap 3 with 2 held: one slot left. A thread whose address is at its cap knocks
+  // again and again; another address must get the free slot every time it asks.
+  const tally = SharedTally.create(64);
+  const limiter = new ConnectionLimiter(3, 2, tally);
+  const held = [limiter.acquire('x'), limiter.acquire('x')];
+  t.ok(held.every(Boolean), 'x holds two of the three');
+  const limits = new URL('../../lib/limits.js', import.meta.url).href;
+  const results = await onThreads<number>(
+    2,
+    `async (m, { buffer, i }) => {
+      const { ConnectionLimiter } = await import(${JSON.stringify(limits)});
+      const limiter = new ConnectionLimiter(3, 2, new m.SharedTally(buffer));
+      let refused = 0;
+      for (let n = 0; n < 20000; n++) {
+        if (i === 0) {
+          if (limiter.acquire('x')) return -1; // x is at its cap: never admitted
+        } else {
+          const release = limiter.acquire('y');
+          if (release) release();
+          else refused++;
+        }
+      }
+      return refused;
+    }`,
+    { buffer: tally.buffer },
+  );
+  t.equal(results[0], 0, 'x was never admitted past its cap');
+  t.equal(results[1], 0, 'y was never refused while a slot was free');
+});
+
+t.test('a lock its thread never gave back fails loudly instead of hanging', async (t) => {
+  const tally = SharedTally.create(16);
+  const stuck = new SharedTally(tally.buffer, 50);
+  new Int32Array(tally.buffer)[0] = 1; // as a thread terminated inside the lock would leave it
+  const started = Date.now();
+  t.throws(() => stuck.add('a', 1), /the shared table stayed locked/);
+  t.ok(Date.now() - started < 2000, 'after its timeout, not never');
 });
