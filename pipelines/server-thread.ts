@@ -36,10 +36,12 @@ async function main(): Promise<void> {
   });
   await server.join();
   server.on('connections', () => port.postMessage({ type: 'connections' }));
-  const closed = (): void => {
-    port.postMessage({ type: 'closed' });
-    port.close(); // nothing else keeps the thread: it ends
-  };
+  // Its last lines written first: the main thread may exit the process as soon as it hears.
+  const closed = (): void =>
+    logger.flush(() => {
+      port.postMessage({ type: 'closed' });
+      port.close(); // nothing else keeps the thread: it ends
+    });
   port.on('message', (message: { type: string }) => {
     if (message.type === 'quit') void server.quit().then(closed, closed);
     else if (message.type === 'forcequit') void server.forceQuit().then(closed, closed);

@@ -199,7 +199,7 @@ export class MediaServer extends EventEmitter {
         this.threads = await DoorThreads.start(
           Array.from({ length: threads - 1 }, (_, i) => this.threadSetup(i + 1)),
           () => {
-            if (this.quitting) this.emit('connections', this.connectionCount);
+            if (this.quitting) this.emit('connections', this.socketsEverywhere());
           },
           (error) => this.emit('error', error),
         );
@@ -288,7 +288,18 @@ export class MediaServer extends EventEmitter {
     this.tcp.stop();
     if (this.httpAddress) this.http!.stop();
     for (const socket of this.sockets) socket.destroy();
-    await Promise.all([this.storage.close(), this.threads?.forceQuit()]);
+    // Resolves once every socket has closed (and logged it), here and on the other threads.
+    await Promise.all([this.storage.close(), this.threads?.forceQuit(), this.allClosed()]);
+  }
+
+  /**
+   * Sockets open on every thread, counted as each thread's own `track` counts them (a door's
+   * count still holds a socket whose close this very event reports).
+   */
+  private socketsEverywhere(): number {
+    if (!this.threads) return this.sockets.size;
+    const others = this.shared!.stats.threads.slice(1);
+    return this.sockets.size + others.reduce((sum, thread) => sum + thread.open, 0);
   }
 
   private allClosed(): Promise<void> {
@@ -310,9 +321,7 @@ export class MediaServer extends EventEmitter {
       this.shared?.stats.closed();
       this.sockets.delete(socket);
       this.emit('socket-closed');
-      if (this.quitting) {
-        this.emit('connections', this.threads ? this.connectionCount : this.sockets.size);
-      }
+      if (this.quitting) this.emit('connections', this.socketsEverywhere());
     });
   }
 }

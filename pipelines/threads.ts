@@ -127,49 +127,85 @@ type ThreadMessage =
   | { type: 'connections' }
   | { type: 'closed' };
 
+/** How long a server that failed to start waits for its other threads to end. */
+const STOP_MS = 5000;
+
+interface Thread {
+  worker: Worker;
+  /** Listening; rejects if the thread failed or ended first. */
+  ready: Promise<void>;
+  /** Closed after QUIT or FORCEQUIT, or ended. */
+  closed: Promise<void>;
+}
+
 /** The other threads of a server, seen from its main thread. */
 export class DoorThreads {
-  private readonly workers: Worker[];
-  private readonly closed: Promise<void>[];
+  private readonly threads: Thread[];
+  /** Every thread listens: from now on a thread's fault or end is the server's fault. */
+  private started = false;
+  private ending = false;
 
+  /** Every listener is on from the start, so no event falls between two of them. */
   private constructor(
-    workers: Worker[],
+    setups: ThreadSetup[],
     onConnections: () => void,
     onError: (error: Error) => void,
   ) {
-    this.workers = workers;
-    this.closed = workers.map(
-      (worker) =>
-        new Promise<void>((resolve) => {
-          worker.on('message', (message: ThreadMessage) => {
-            if (message.type === 'connections') onConnections();
-            else if (message.type === 'closed') resolve();
-          });
-          worker.once('exit', () => resolve());
-          worker.on('error', onError);
-        }),
-    );
+    this.threads = setups.map((setup) => {
+      const worker = new Worker(new URL('./server-thread.js', import.meta.url), {
+        workerData: setup,
+      });
+      let listening!: () => void;
+      let failed!: (error: Error) => void;
+      const ready = new Promise<void>((resolve, reject) => {
+        listening = resolve;
+        failed = reject;
+      });
+      ready.catch(() => undefined); // start() reports it
+      let faulted = false; // an uncaught error, then the exit it causes: reported once
+      const fault = (error: Error): void => {
+        if (!this.started || this.ending) failed(error);
+        else if (!faulted) onError(error);
+        faulted = true;
+      };
+      const closed = new Promise<void>((resolve) => {
+        worker.on('message', (message: ThreadMessage) => {
+          if (message.type === 'ready') listening();
+          else if (message.type === 'failed') failed(new Error(message.message));
+          else if (message.type === 'connections') onConnections();
+          else resolve();
+        });
+        worker.on('error', fault);
+        worker.once('exit', (code) => {
+          fault(new Error(`a server thread ended (exit code ${code})`));
+          resolve();
+        });
+      });
+      return { worker, ready, closed };
+    });
   }
 
   /**
-   * Starts `setups.length` threads and resolves once each listens; rejects (and stops those
-   * that started) if one cannot.
+   * Starts `setups.length` threads and resolves once each listens. If one cannot, the others
+   * drop what they accepted and end, and it rejects.
    */
   static async start(
     setups: ThreadSetup[],
     onConnections: () => void,
     onError: (error: Error) => void,
   ): Promise<DoorThreads> {
-    const workers = setups.map(
-      (setup) => new Worker(new URL('./server-thread.js', import.meta.url), { workerData: setup }),
-    );
+    const threads = new DoorThreads(setups, onConnections, onError);
     try {
-      await Promise.all(workers.map((worker) => ready(worker)));
+      await Promise.all(threads.threads.map((thread) => thread.ready));
     } catch (error) {
-      await Promise.all(workers.map((worker) => worker.terminate()));
+      // Told, not terminated: a thread stopped mid-step could leave the shared table locked.
+      const stopped = threads.forceQuit();
+      await Promise.race([stopped, new Promise((resolve) => setTimeout(resolve, STOP_MS))]);
+      await Promise.all(threads.threads.map((thread) => thread.worker.terminate()));
       throw error;
     }
-    return new DoorThreads(workers, onConnections, onError);
+    threads.started = true;
+    return threads;
   }
 
   /** QUIT on every thread; resolves when each has closed its last connection. */
@@ -183,28 +219,8 @@ export class DoorThreads {
   }
 
   private async tell(type: 'quit' | 'forcequit'): Promise<void> {
-    for (const worker of this.workers) worker.postMessage({ type });
-    await Promise.all(this.closed);
+    this.ending = true;
+    for (const thread of this.threads) thread.worker.postMessage({ type });
+    await Promise.all(this.threads.map((thread) => thread.closed));
   }
-}
-
-function ready(worker: Worker): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (message: ThreadMessage): void => {
-      if (message.type === 'ready') done(resolve);
-      else if (message.type === 'failed') done(() => reject(new Error(message.message)));
-    };
-    const onError = (error: Error): void => done(() => reject(error));
-    const onExit = (code: number): void =>
-      done(() => reject(new Error(`a server thread exited (${code}) before it listened`)));
-    const done = (then: () => void): void => {
-      worker.off('message', onMessage);
-      worker.off('error', onError);
-      worker.off('exit', onExit);
-      then();
-    };
-    worker.on('message', onMessage);
-    worker.on('error', onError);
-    worker.on('exit', onExit);
-  });
 }

@@ -474,9 +474,19 @@ if (reusePortSupported()) {
     const fromSecond = /"thread":1[^\n]*"msg":"connection opened"/;
     await eventually(() => fromSecond.test(cli.stderr()), 'the second thread to log');
     t.pass('the second thread serves some of them');
+    // And 16 idle ones, which QUIT closes at once: their last log lines come right at the end.
+    const idle = await Promise.all(Array.from({ length: 16 }, () => cli.connect()));
+    for (const client of idle) {
+      await client.send('LIST\n');
+      t.equal(await client.readLine(), 'OK 0');
+    }
     const mark = cli.stdout().length;
     cli.type('QUIT');
-    t.match((await cli.waitStdout(/^.*\b16\b.*$/m, mark))[0], /FORCEQUIT/, 'all 16 counted');
+    t.match(
+      (await cli.waitStdout(/^.*\b16\b.*$/m, mark))[0],
+      /FORCEQUIT/,
+      'the 16 uploads counted',
+    );
     t.ok(await refused(cli.port, cli.host), 'new connections are refused');
     for (const upload of uploads) {
       t.equal(await upload.finish(), `OK 1000 ${upload.sha}`);
@@ -484,7 +494,35 @@ if (reusePortSupported()) {
     }
     t.same(await cli.waitExit(), { code: 0, signal: null });
     t.equal((await readdir(cli.root)).length, 16, 'every upload was published');
+    // The second thread's last lines are written before the process exits.
+    const lines = cli.stderr().split('\n');
+    const second = (msg: string): number =>
+      lines.filter((line) => line.includes('"thread":1') && line.includes(`"msg":"${msg}"`)).length;
+    t.equal(second('connection closed'), second('connection opened'), 'each close logged');
   });
+}
+
+if (reusePortSupported()) {
+  t.test(
+    '--threads 2: FORCEQUIT drops the connections of both threads and logs each',
+    async (t) => {
+      const cli = await startCli(t, ['--threads', '2']);
+      const clients = await Promise.all(Array.from({ length: 24 }, () => cli.connect()));
+      for (const client of clients) {
+        await client.send('LIST\n');
+        t.equal(await client.readLine(), 'OK 0');
+      }
+      cli.type('FORCEQUIT');
+      t.same(await cli.waitExit(), { code: 0, signal: null });
+      for (const client of clients) await client.waitClose();
+      const lines = cli.stderr().split('\n');
+      const second = (msg: string): number =>
+        lines.filter((line) => line.includes('"thread":1') && line.includes(`"msg":"${msg}"`))
+          .length;
+      t.ok(second('connection opened') > 0, 'the second thread held some');
+      t.equal(second('connection closed'), second('connection opened'), 'each close logged');
+    },
+  );
 }
 
 t.test('QUIT with a transfer in flight: it finishes with OK, then exit 0', async (t) => {
