@@ -20,42 +20,9 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
 import type { Storage } from '../../lib/storage.js';
 import { RawClient, eventually, refused, sleep } from '../helpers/raw-client.js';
-
-interface Teardown {
-  teardown(fn: () => unknown): void;
-}
-
-interface Harness {
-  root: string;
-  server: MediaServer;
-  port: number;
-  connect(localAddress?: string): Promise<RawClient>;
-}
-
-async function startServer(t: Teardown, options: Partial<ServerOptions> = {}): Promise<Harness> {
-  const root = await mkdtemp(join(tmpdir(), 'ioe-server-test-'));
-  const server = await MediaServer.create({ root, host: '127.0.0.1', port: 0, ...options });
-  const { port } = await server.listen();
-  const clients: RawClient[] = [];
-  t.teardown(async () => {
-    for (const client of clients) client.destroy();
-    await server.forceQuit();
-    await rm(root, { recursive: true, force: true });
-  });
-  return {
-    root,
-    server,
-    port,
-    async connect(localAddress?: string) {
-      const client = await RawClient.connect(port, '127.0.0.1', localAddress);
-      clients.push(client);
-      return client;
-    },
-  };
-}
+import { startServer } from '../helpers/server-harness.js';
 
 const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
 const EMPTY_SHA = sha256('');

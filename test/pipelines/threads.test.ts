@@ -14,49 +14,26 @@ import { reusePortSupported } from '../../pipelines/listeners.js';
 import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
 import { Access } from '../../lib/access.js';
 import { RawClient, eventually, refused, sleep } from '../helpers/raw-client.js';
+import {
+  startServer as startOneServer,
+  type Harness,
+  type Teardown,
+} from '../helpers/server-harness.js';
 
-interface Harness {
-  root: string;
-  server: MediaServer;
-  port: number;
-  connect(localAddress?: string): Promise<RawClient>;
+interface ThreadsHarness extends Harness {
   /** `count` connections that the two threads both hold some of. */
   spread(count: number): Promise<RawClient[]>;
 }
 
-const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
-
-interface Teardown {
-  teardown(fn: () => unknown): void;
-}
-
-async function startServer(t: Teardown, options: Partial<ServerOptions> = {}): Promise<Harness> {
-  const root = await mkdtemp(join(tmpdir(), 'ioe-threads-test-'));
-  const server = await MediaServer.create({
-    root,
-    host: '127.0.0.1',
-    port: 0,
-    threads: 2,
-    ...options,
-  });
-  const { port } = await server.listen();
-  const clients: RawClient[] = [];
-  t.teardown(async () => {
-    for (const client of clients) client.destroy();
-    await server.forceQuit();
-    await rm(root, { recursive: true, force: true });
-  });
-  const connect = async (localAddress?: string): Promise<RawClient> => {
-    const client = await RawClient.connect(port, '127.0.0.1', localAddress);
-    clients.push(client);
-    return client;
-  };
+async function startServer(
+  t: Teardown,
+  options: Partial<ServerOptions> = {},
+): Promise<ThreadsHarness> {
+  const harness = await startOneServer(t, { threads: 2, ...options });
+  const { server, connect } = harness;
   const accepted = (): number[] => server.threadStats!.map((thread) => thread.accepted);
   return {
-    root,
-    server,
-    port,
-    connect,
+    ...harness,
     async spread(count) {
       const before = accepted();
       for (let round = 0; round < 8; round++) {
@@ -73,6 +50,8 @@ async function startServer(t: Teardown, options: Partial<ServerOptions> = {}): P
     },
   };
 }
+
+const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
 
 const code = (line: string): string => (line.startsWith('OK') ? 'OK' : line.split(' ')[1]!);
 
