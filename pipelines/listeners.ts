@@ -61,13 +61,7 @@ export class Listeners<S extends Server> {
     const probe = createServer();
     const claimed = await listenOnce(probe, { port, host });
     await new Promise<void>((resolve) => probe.close(() => resolve()));
-    let address: AddressInfo | undefined;
-    for (let i = 0; i < this.count; i++) {
-      const server = this.make();
-      address = await listenOnce(server, { port: claimed.port, host, reusePort: true });
-      this.servers.push(server);
-    }
-    return address!;
+    return this.join(claimed.port, host);
   }
 
   /**
