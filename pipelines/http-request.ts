@@ -359,12 +359,16 @@ export class HttpRequestHandler {
     }
   }
 
+  /** This server's origin as a request names it: `http://host:port` (lower case). */
+  private originOf(exchange: Exchange): string {
+    return `${this.options.scheme ?? 'http'}://${exchange.host ?? ''}`;
+  }
+
   /** A state-changing request from a page of another origin is refused (no CORS, ever). */
-  private checkOrigin(req: IncomingMessage, host: string): void {
+  private checkOrigin(req: IncomingMessage, exchange: Exchange): void {
     const origin = req.headers.origin;
     if (origin === undefined) return;
-    const own = `${this.options.scheme ?? 'http'}://${host}`;
-    if (origin.toLowerCase() !== own) {
+    if (origin.toLowerCase() !== this.originOf(exchange)) {
       throw new HttpError('FORBIDDEN', `requests from ${origin} may not change anything here`);
     }
   }
@@ -567,7 +571,7 @@ export class HttpRequestHandler {
     exchange: Exchange,
     createOnly: boolean,
   ): Promise<UploadIntake> {
-    this.checkOrigin(req, exchange.host ?? '');
+    this.checkOrigin(req, exchange);
     const length = req.headers['content-length'];
     if (req.headers['transfer-encoding'] !== undefined || length === undefined) {
       throw new HttpError('LENGTH_REQUIRED', 'a PUT needs a Content-Length (no chunked bodies)');
@@ -657,7 +661,7 @@ export class HttpRequestHandler {
     const entries = all.filter((entry) => (!type || entry.type === type) && readable(entry.name));
     const m3u = format === 'm3u';
     const formatter = m3u
-      ? catalogM3u({ origin: `${this.options.scheme ?? 'http'}://${exchange.host ?? ''}` })
+      ? catalogM3u({ origin: this.originOf(exchange) })
       : catalogJson({ count: entries.length });
     res.writeHead(200, {
       'Content-Type': m3u ? 'audio/x-mpegurl; charset=utf-8' : 'application/json; charset=utf-8',

@@ -252,10 +252,7 @@ export class MediaServer extends EventEmitter {
 
   /** Connections being served on both doors (not counting those refused with BUSY). */
   get connectionCount(): number {
-    const here = this.tcp.connectionCount + (this.http?.connectionCount ?? 0);
-    if (!this.threads) return here;
-    const others = this.shared!.stats.threads.slice(1);
-    return here + others.reduce((sum, thread) => sum + thread.open, 0);
+    return this.tcp.connectionCount + (this.http?.connectionCount ?? 0) + this.openElsewhere();
   }
 
   get isQuitting(): boolean {
@@ -297,9 +294,14 @@ export class MediaServer extends EventEmitter {
    * count still holds a socket whose close this very event reports).
    */
   private socketsEverywhere(): number {
-    if (!this.threads) return this.sockets.size;
+    return this.sockets.size + this.openElsewhere();
+  }
+
+  /** Connections open on the other threads (`--threads`, on the main thread; else 0). */
+  private openElsewhere(): number {
+    if (!this.threads) return 0;
     const others = this.shared!.stats.threads.slice(1);
-    return this.sockets.size + others.reduce((sum, thread) => sum + thread.open, 0);
+    return others.reduce((sum, thread) => sum + thread.open, 0);
   }
 
   private allClosed(): Promise<void> {
