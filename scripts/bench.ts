@@ -251,25 +251,21 @@ function targets(config: BenchConfig, samples: Sample[]): TargetCheck[] {
     checks.push(atLeast('WRITE MB/s vs raw-node', ratioOf('write', 'mb_s'), 0.9));
     python('write', 'mb_s', 'WRITE MB/s');
   }
+  /** Many small reads served by `subject`: against nginx, p99 and errors. */
+  const manySmall = (subject: string, label: string) => {
+    if (ran('small', 'nginx')) {
+      const ratio = ratioOf('small', 'ops_s', 'nginx', subject);
+      checks.push(atLeast(`${label} ops/s vs nginx`, ratio, 0.5));
+    }
+    checks.push(below(`${label} p99 (median round)`, value('small', subject, 'p99_ms'), 50, 'ms'));
+    checks.push(below(`${label} errors (all rounds)`, total('small', subject, 'errors'), 1, ''));
+  };
   if (ran('small')) {
     instrument('small');
     checks.push(atLeast('many-small ops/s vs raw-node', ratioOf('small', 'ops_s'), 0.8));
-    if (ran('small', 'nginx')) {
-      checks.push(atLeast('many-small ops/s vs nginx', ratioOf('small', 'ops_s', 'nginx'), 0.5));
-    }
-    checks.push(below(`many-small p99 (median round)`, value('small', 'ioe', 'p99_ms'), 50, 'ms'));
+    manySmall('ioe', 'many-small');
     python('small', 'ops_s', 'many-small ops/s');
-    checks.push(below('many-small errors (all rounds)', total('small', 'ioe', 'errors'), 1, ''));
-    if (ran('small', IOE_TWO) && ran('small', 'nginx')) {
-      const label = `many-small, ${IOE_TWO}`;
-      checks.push(
-        atLeast(`${label}, ops/s vs nginx`, ratioOf('small', 'ops_s', 'nginx', IOE_TWO), 0.5),
-      );
-      checks.push(
-        below(`${label}, p99 (median round)`, value('small', IOE_TWO, 'p99_ms'), 50, 'ms'),
-      );
-      checks.push(below(`${label}, errors (all rounds)`, total('small', IOE_TWO, 'errors'), 1, ''));
-    }
+    if (ran('small', IOE_TWO)) manySmall(IOE_TWO, `many-small ${IOE_TWO}`);
   }
   if (ran('list')) {
     const n = config.listCount;

@@ -618,29 +618,20 @@ const SMALL_METRICS: MetricDef[] = [
  * IOE's TCP protocol (small) or its HTTP door (http-small).
  */
 function manySmall(http: boolean): Scenario {
+  const baselines = http
+    ? ['nginx', IOE_WRK, NGINX_WRK]
+    : [IOE_TWO, 'raw-node', RAW_TWO, PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS];
   return {
     id: http ? 'http-small' : 'small',
     title: http
       ? 'many small HTTP GETs: keep-alive clients cycling over distinct 64 KiB files; wrk beside the load generator'
       : 'many small READs: clients cycling over distinct 64 KiB files, one connection each; wrk beside the load generator',
     subject: SUBJECT,
-    peers: http
-      ? ['ioe', 'nginx', IOE_WRK, NGINX_WRK]
-      : ['ioe', IOE_TWO, 'raw-node', RAW_TWO, PYTHON, 'nginx', NGINX_WRK, NGINX_IN_PROCESS],
+    peers: [SUBJECT, ...baselines],
     metrics: SMALL_METRICS,
     async run(ctx) {
       const { paths: p } = ctx;
-      const peers = http
-        ? peersOf(ctx, ['nginx', IOE_WRK, NGINX_WRK])
-        : peersOf(ctx, [
-            IOE_TWO,
-            'raw-node',
-            RAW_TWO,
-            PYTHON,
-            'nginx',
-            NGINX_WRK,
-            NGINX_IN_PROCESS,
-          ]);
+      const peers = peersOf(ctx, baselines);
       const raw = ['--mode', 'small', '--root', p.media];
       await withServers(mediaServers(ctx, peers, raw), (servers) =>
         interleave(ctx, this.id, peers, (peer) => {
