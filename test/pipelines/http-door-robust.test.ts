@@ -20,6 +20,7 @@ import {
   startServer,
   within,
   type HttpResponse,
+  type RequestSpec,
   type Started,
 } from '../helpers/http-client.js';
 
@@ -37,6 +38,13 @@ async function onDisk(s: Started, name: string): Promise<Buffer | undefined> {
 async function stillServes(s: Started): Promise<boolean> {
   const res = await s.req({ target: '/api/list' });
   return res.status === 200 && Array.isArray(JSON.parse(res.body.toString()).entries);
+}
+
+/** One connection, and `requests` sent on it in one write: Node parses them all at once. */
+async function pipelined(s: Started, requests: RequestSpec[]): Promise<HttpConn> {
+  const conn = await HttpConn.connect(s.httpPort);
+  await conn.send(Buffer.concat(requests.map((request) => buildRequest(s.httpPort, request))));
+  return conn;
 }
 
 /** Opens a PUT, sends its head and `sent` bytes of a `size`-byte body, and holds. */
@@ -117,16 +125,13 @@ t.test('what one door publishes the other lists at once', async (t) => {
 
 t.test('pipelined requests run in order: a GET right behind a PUT sees its file', async (t) => {
   const s = await startServer(t);
-  const conn = await HttpConn.connect(s.httpPort);
-  t.teardown(() => conn.destroy());
   // One write: Node parses all three before the PUT is answered.
-  await conn.send(
-    Buffer.concat([
-      buildRequest(s.httpPort, { method: 'PUT', target: '/media/p.mp4', body: 'abc' }),
-      buildRequest(s.httpPort, { target: '/media/p.mp4' }),
-      buildRequest(s.httpPort, { method: 'PUT', target: '/media/p.mp4', body: 'xyz' }),
-    ]),
-  );
+  const conn = await pipelined(s, [
+    { method: 'PUT', target: '/media/p.mp4', body: 'abc' },
+    { target: '/media/p.mp4' },
+    { method: 'PUT', target: '/media/p.mp4', body: 'xyz' },
+  ]);
+  t.teardown(() => conn.destroy());
   const put = await conn.readResponse();
   t.equal(put.status, 201, 'the PUT: 201');
   const get = await conn.readResponse();
@@ -139,14 +144,11 @@ t.test('pipelined requests run in order: a GET right behind a PUT sees its file'
 
 t.test('a client that half-closes after its requests gets every answer', async (t) => {
   const s = await startServer(t);
-  const conn = await HttpConn.connect(s.httpPort);
+  const conn = await pipelined(s, [
+    { method: 'PUT', target: '/media/h.mp4', body: 'half' },
+    { target: '/media/h.mp4' },
+  ]);
   t.teardown(() => conn.destroy());
-  await conn.send(
-    Buffer.concat([
-      buildRequest(s.httpPort, { method: 'PUT', target: '/media/h.mp4', body: 'half' }),
-      buildRequest(s.httpPort, { target: '/media/h.mp4' }),
-    ]),
-  );
   conn.end(); // no more requests: the sending side is shut
   const put = await conn.readResponse();
   t.equal(put.status, 201, 'the PUT is answered, and stored');
@@ -165,20 +167,17 @@ t.test('after a Connection: close answer, pipelined requests are never run', asy
   const openFiles = async () => (await readdir('/proc/self/fd')).length;
   const before = await openFiles();
   for (let i = 0; i < 10; i++) {
-    const conn = await HttpConn.connect(s.httpPort);
     // Refused before 100 Continue: answered with Connection: close (then a GET behind it).
-    await conn.send(
-      Buffer.concat([
-        buildRequest(s.httpPort, {
-          method: 'PUT',
-          target: '/media/taken.mp4',
-          headers: { Expect: '100-continue', 'If-None-Match': '*', 'Content-Length': '3' },
-          body: 'xyz',
-        }),
-        buildRequest(s.httpPort, { target: '/media/big.mp4' }),
-        buildRequest(s.httpPort, { method: 'PUT', target: '/media/behind.mp4', body: 'x' }),
-      ]),
-    );
+    const conn = await pipelined(s, [
+      {
+        method: 'PUT',
+        target: '/media/taken.mp4',
+        headers: { Expect: '100-continue', 'If-None-Match': '*', 'Content-Length': '3' },
+        body: 'xyz',
+      },
+      { target: '/media/big.mp4' },
+      { method: 'PUT', target: '/media/behind.mp4', body: 'x' },
+    ]);
     const refused = await conn.readResponse();
     t.equal(refused.status, 412, `round ${i}: the PUT is refused`);
     t.equal(refused.headers.connection, 'close');
