@@ -121,25 +121,35 @@ t.test('an unknown name and a wrong password take the same time (real scrypt)', 
   };
   await time('alice'); // warm up
   await time('mallory');
-  const wrong: number[] = [];
-  const unknown: number[] = [];
-  for (let i = 0; i < 25; i++) {
-    // Alternate the order, so a drift in the machine's load touches both alike.
-    if (i % 2) {
-      wrong.push(await time('alice'));
-      unknown.push(await time('mallory'));
-    } else {
-      unknown.push(await time('mallory'));
-      wrong.push(await time('alice'));
+  /** Medians of 25 alternating pairs: the wrong password's and the unknown name's. */
+  const measure = async (): Promise<[number, number]> => {
+    const wrong: number[] = [];
+    const unknown: number[] = [];
+    for (let i = 0; i < 25; i++) {
+      // Alternate the order, so a drift in the machine's load touches both alike.
+      if (i % 2) {
+        wrong.push(await time('alice'));
+        unknown.push(await time('mallory'));
+      } else {
+        unknown.push(await time('mallory'));
+        wrong.push(await time('alice'));
+      }
     }
+    return [median(wrong), median(unknown)];
+  };
+  const close = ([w, u]: [number, number]): boolean =>
+    Math.abs(w - u) <= Math.max(0.2 * Math.max(w, u), 3);
+  // A busy machine (the rest of the suite runs beside this) can skew one measurement; a real
+  // difference (an unknown name that skips scrypt) shows in every one. Up to three.
+  let medians = await measure();
+  for (let attempt = 1; attempt < 3 && !close(medians); attempt++) {
+    t.comment(`skewed (${medians.map((m) => m.toFixed(1)).join(' vs ')} ms): measuring again`);
+    medians = await measure();
   }
-  const [w, u] = [median(wrong), median(unknown)];
+  const [w, u] = medians;
   t.comment(`median wrong password ${w.toFixed(1)} ms, unknown name ${u.toFixed(1)} ms`);
   t.ok(w > 3, 'a check costs a real scrypt');
-  t.ok(
-    Math.abs(w - u) <= Math.max(0.2 * Math.max(w, u), 3),
-    `within 20% or 3 ms (${w.toFixed(1)} vs ${u.toFixed(1)})`,
-  );
+  t.ok(close(medians), `within 20% or 3 ms (${w.toFixed(1)} vs ${u.toFixed(1)})`);
 });
 
 t.test('the dummy for an unknown name has the cost most credentials have', async (t) => {
