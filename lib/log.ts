@@ -42,7 +42,54 @@ export function createLogger(level: string = 'info', fd = 2): Logger {
   );
   // Everything gathered, written before the process ends (an error: stderr is gone).
   process.once('exit', () => batch.flush(() => undefined));
-  return pino({ level, timestamp: pino.stdTimeFunctions.isoTime }, batch);
+  return pino({ level, timestamp: isoTime }, batch);
+}
+
+let timeMs = Number.NaN;
+let timeField = '';
+
+/**
+ * pino's `isoTime`, made once per millisecond: a busy server writes many lines in each, and
+ * `new Date().toISOString()` measured 1.8 µs a line inside a server under load.
+ */
+export function isoTime(): string {
+  const now = Date.now();
+  if (now !== timeMs) {
+    timeMs = now;
+    timeField = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return timeField;
+}
+
+/**
+ * `log.info(record, msg)` for a flat record, in exactly the line pino writes (its bindings:
+ * pid, hostname, a child's fields; undefined fields left out; non-finite numbers as null),
+ * without pino's general serializer. Both doors write one per command or request: timed
+ * inside a server under load, pino's call took 4–5 µs and this one under 2.
+ * Loggers with serializers, hooks or formatters must not use it: it applies none.
+ */
+export function infoLine<Flat extends { [Key in keyof Flat]: string | number | undefined }>(
+  log: Logger,
+  record: Flat,
+  msg: string,
+): void {
+  if (!log.isLevelEnabled('info')) return;
+  let line = `{"level":30${isoTime()}${(log as unknown as Internals)[pino.symbols.chindingsSym]}`;
+  for (const key in record) {
+    const value: string | number | undefined = record[key];
+    if (value === undefined) continue;
+    line += `,"${key}":${typeof value === 'number' ? (Number.isFinite(value) ? value : null) : JSON.stringify(value)}`;
+  }
+  (log as unknown as Internals)[pino.symbols.streamSym].write(
+    `${line},"msg":${JSON.stringify(msg)}}\n`,
+  );
+}
+
+/** What pino keeps under its exported symbols (`pino.symbols`, for integrations). */
+interface Internals {
+  [key: symbol]: unknown;
+  [pino.symbols.chindingsSym]: string;
+  [pino.symbols.streamSym]: { write(line: string): unknown };
 }
 
 /** Whole lines joined into batches of at most LOG_BATCH bytes, or what came in LOG_FLUSH_MS. */

@@ -17,6 +17,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { SecureContextOptions } from 'node:tls';
 import { errorBody, httpStatus, type HttpErrorCode } from '../lib/http-errors.js';
 import { IdleTimer } from '../lib/limits.js';
+import { infoLine } from '../lib/log.js';
 import type { WebAssets } from '../lib/web-assets.js';
 import { cutAfter, type Door, type DoorContext } from './door.js';
 import { Listeners } from './listeners.js';
@@ -132,7 +133,7 @@ export class HttpDoor implements Door {
       assets: this.assets,
       allowedHosts: LOOPBACK.test(host) ? loopbackHosts(address.port) : undefined,
       scheme: this.context.tls ? 'https' : 'http',
-      onRequest: (record) => this.context.log.info({ door: 'http', ...record }, 'request'),
+      onRequest: (record) => infoLine(this.context.log, { door: 'http', ...record }, 'request'),
       onFault: (error) => this.context.log.error({ err: error, door: 'http' }, 'internal fault'),
       onStoreFault: (error) => this.context.log.warn({ err: error, door: 'http' }, 'store fault'),
     });

@@ -16,6 +16,7 @@ import { cutFailedHandshakes } from '../lib/tls.js';
 import { ProtocolError } from '../lib/errors.js';
 import { IdleTimer } from '../lib/limits.js';
 import { ChunkPool } from '../lib/chunk-pool.js';
+import { infoLine } from '../lib/log.js';
 import type { CommandRouter } from './command-router.js';
 import { connectionPipeline } from './connection.js';
 import { linger, type Door, type DoorContext } from './door.js';
@@ -134,7 +135,7 @@ export class TcpDoor implements Door {
       onProgress: () => idle.touch(),
       onCommand: (record) => {
         commands++;
-        log.info(record, 'command');
+        infoLine(log, record, 'command');
       },
       onFault: (error) => log.error({ err: error }, 'internal fault'),
     });

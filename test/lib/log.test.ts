@@ -5,7 +5,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createLogger, LOG_BATCH, LOG_FLUSH_MS } from '../../lib/log.js';
+import { pino } from 'pino';
+import { createLogger, infoLine, isoTime, LOG_BATCH, LOG_FLUSH_MS } from '../../lib/log.js';
 
 t.test(
   'a buffered line is written within the flush period, and nothing is written idle',
@@ -114,4 +115,52 @@ t.test('logger.flush(done) writes what is gathered before done is called', async
   const lines = fs.readFileSync(path, 'utf8').trimEnd().split('\n');
   t.equal(lines.length, 5, 'all five are in the file at once');
   t.match(lines[4], /"thread":1,"i":4,/);
+});
+
+t.test('infoLine writes the very line pino writes for a flat record', async (t) => {
+  const lines: string[] = [];
+  const sink = { write: (line: string) => lines.push(line) };
+  const root = pino({ level: 'info', timestamp: isoTime }, sink);
+  const log = root.child({ door: 'tcp', peer: '127.0.0.1:4242' });
+  const records = [
+    {
+      verb: 'READ',
+      name: 'music/a "b" \\ c\u00e9.mp3',
+      bytes: 65536,
+      ms: 0.123456789,
+      result: 'OK',
+    },
+    { verb: 'LIST', name: undefined, account: 'ana', bytes: 0, ms: 3, result: 'OK' },
+    { verb: 'HASH', name: 'x\n\u0001y', bytes: Number.NaN, ms: Infinity, result: 'NOT_FOUND' },
+  ];
+  for (const record of records) {
+    // Both in the same millisecond, or the times differ: retry until they match.
+    for (let tries = 0; ; tries++) {
+      lines.length = 0;
+      log.info(record, 'command');
+      infoLine(log, record, 'command');
+      const [byPino, byUs] = lines;
+      if (byPino === byUs || tries === 5) {
+        t.equal(byUs, byPino, `${record.verb}: the same line`);
+        t.same(JSON.parse(byUs ?? ''), JSON.parse(byPino ?? ''));
+        break;
+      }
+    }
+  }
+  lines.length = 0;
+  log.level = 'warn';
+  infoLine(log, records[0]!, 'command');
+  t.same(lines, [], 'below the level: nothing');
+});
+
+t.test('isoTime is the current time, in pino field form', async (t) => {
+  const before = Date.now();
+  const field = isoTime();
+  const after = Date.now();
+  const match = /^,"time":"(.+)"$/.exec(field);
+  t.ok(match, field);
+  const ms = Date.parse(match?.[1] ?? '');
+  t.ok(ms >= before && ms <= after, `${ms} within [${before}, ${after}]`);
+  await sleep(5);
+  t.not(isoTime(), field, 'a later millisecond: a new time');
 });
