@@ -74,20 +74,24 @@ export function infoLine<Flat extends { [Key in keyof Flat]: string | number | u
   msg: string,
 ): void {
   if (!log.isLevelEnabled('info')) return;
-  let line = `{"level":30${isoTime()}${(log as unknown as Internals)[pino.symbols.chindingsSym]}`;
+  const own = log as unknown as Internals;
+  // The logger's own level field, time function and bindings, as pino's write uses them.
+  let line = `${own[pino.symbols.lsCacheSym][INFO]}${own[pino.symbols.timeSym]()}${own[pino.symbols.chindingsSym]}`;
   for (const key in record) {
     const value: string | number | undefined = record[key];
     if (value === undefined) continue;
     line += `,"${key}":${typeof value === 'number' ? (Number.isFinite(value) ? value : null) : JSON.stringify(value)}`;
   }
-  (log as unknown as Internals)[pino.symbols.streamSym].write(
-    `${line},"msg":${JSON.stringify(msg)}}\n`,
-  );
+  own[pino.symbols.streamSym].write(`${line},"msg":${JSON.stringify(msg)}}\n`);
 }
+
+const INFO = 30;
 
 /** What pino keeps under its exported symbols (`pino.symbols`, for integrations). */
 interface Internals {
   [key: symbol]: unknown;
+  [pino.symbols.lsCacheSym]: Record<number, string>;
+  [pino.symbols.timeSym]: () => string;
   [pino.symbols.chindingsSym]: string;
   [pino.symbols.streamSym]: { write(line: string): unknown };
 }
