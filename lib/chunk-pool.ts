@@ -32,6 +32,20 @@ function letGo(memory: ArrayBuffer): void {
   (memory as { transfer?: (length: number) => ArrayBuffer }).transfer?.(0);
 }
 
+/**
+ * Gives back at once the memory under `chunk` when the chunk spans all of it, as a socket
+ * read's or an HTTP body's own buffer does; a chunk that is a part of larger memory is left to
+ * the collector. For a chunk whose every view is done with: they all become empty. Uploads
+ * (upload-sink.ts) hand each chunk on once stored and hashed: left to the collector, a GiB
+ * of socket reads set off a full collection every 16–32 MiB (ARCHITECTURE.md, "The path of a
+ * WRITE").
+ */
+export function letGoWhole(chunk: Buffer): void {
+  if (chunk.byteOffset === 0 && chunk.length === chunk.buffer.byteLength) {
+    letGo(chunk.buffer as ArrayBuffer);
+  }
+}
+
 /** Freed chunk memory, for any connection's next chunks; past `maxBytes` it is let go. */
 export class BufferShelf {
   readonly maxBytes: number;

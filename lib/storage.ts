@@ -66,6 +66,7 @@ export interface UploadDigest {
 
 /** An upload in progress: bytes go to a hidden temporary object until `publish`. */
 export interface Upload {
+  /** Resolves once the store needs none of the chunks' memory any more (written or copied). */
   write(chunks: Buffer[]): Promise<void>;
   /**
    * Makes the bytes durable and visible under the name; EXISTS if the name was taken meanwhile.

@@ -63,6 +63,11 @@ export interface CommandRouterOptions {
   access?: Access;
   /** The client, for AUTH (TLS_REQUIRED, the rate limit by address) and the log. */
   peer?: Peer;
+  /**
+   * Payload frames are cut from socket reads that nothing else keeps (the TCP door): an
+   * upload gives each one's memory back once stored (UploadSinkOptions.consumesChunks).
+   */
+  consumesPayload?: boolean;
 }
 
 /** The WRITE whose payload is arriving. Without an intake, its bytes are dropped. */
@@ -431,6 +436,7 @@ export class CommandRouter extends Transform {
       name: request.name,
       size: request.size,
       readOnly: this.options.readOnly,
+      consumesChunks: this.options.consumesPayload,
       guard: access && {
         account: (name) => access.checkWriteAccount(principal, name),
         write: (name) => access.checkWrite(principal, name),

@@ -607,6 +607,7 @@ export class HttpRequestHandler {
       readOnly,
       expectedSha256: digest,
       createOnly,
+      consumesChunks: true, // the body's chunks: Node's own copy of each, read by us alone
     });
   }
 

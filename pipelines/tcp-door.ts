@@ -132,6 +132,7 @@ export class TcpDoor implements Door {
       pool,
       readOnly: this.context.readOnly,
       maxUpload: this.context.maxUpload,
+      consumesPayload: true, // the socket's reads: each is its own memory, read by us alone
       onProgress: () => idle.touch(),
       onCommand: (record) => {
         commands++;

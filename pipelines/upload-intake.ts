@@ -44,6 +44,8 @@ export interface UploadIntakeOptions {
    * `If-Unmodified-Since` on a PUT. Throws the refusal; the upload is then aborted.
    */
   precondition?: () => Promise<void>;
+  /** The payload's chunks are the upload's alone: see UploadSinkOptions.consumesChunks. */
+  consumesChunks?: boolean;
 }
 
 export interface UploadIntake extends Writable {
@@ -66,6 +68,7 @@ export interface UploadIntake extends Writable {
 export async function uploadIntake(options: UploadIntakeOptions): Promise<UploadIntake> {
   const { storage, name, size, readOnly, hashes, expectedSha256, createOnly, guard, precondition } =
     options;
+  const { consumesChunks } = options;
   let sink: UploadSink | undefined;
   let refusal: Error | undefined;
   try {
@@ -80,7 +83,7 @@ export async function uploadIntake(options: UploadIntakeOptions): Promise<Upload
       await upload.abort();
       throw error;
     }
-    sink = uploadSink({ upload, size, expectedSha256 });
+    sink = uploadSink({ upload, size, expectedSha256, consumesChunks });
   } catch (error) {
     refusal = error instanceof Error ? error : new Error(String(error));
   }

@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { letGoWhole } from '../lib/chunk-pool.js';
 import { ProtocolError } from '../lib/errors.js';
 import type { PublishedFile, Upload } from '../lib/storage.js';
 
@@ -22,6 +23,12 @@ export interface UploadSinkOptions {
   size: number;
   /** The SHA-256 the bytes must have (HTTP `Content-Digest`); otherwise nothing is published. */
   expectedSha256?: Buffer;
+  /**
+   * The chunks written are the sink's alone (a door's socket reads or request body): once
+   * stored and hashed, the memory of each is given back at once (`letGoWhole`), and every
+   * view of it becomes empty. Without it, chunks are left as they are.
+   */
+  consumesChunks?: boolean;
 }
 
 export class ShortInputError extends Error {
@@ -36,7 +43,12 @@ export interface UploadSink extends Writable {
   receipt?: UploadReceipt;
 }
 
-export function uploadSink({ upload, size, expectedSha256 }: UploadSinkOptions): UploadSink {
+export function uploadSink({
+  upload,
+  size,
+  expectedSha256,
+  consumesChunks = false,
+}: UploadSinkOptions): UploadSink {
   const hash = createHash('sha256');
   let received = 0;
   let published = false;
@@ -54,7 +66,11 @@ export function uploadSink({ upload, size, expectedSha256 }: UploadSinkOptions):
       // meanwhile, so a chunk costs the longer of the two instead of their sum.
       const written = upload.write(chunks);
       for (const chunk of chunks) hash.update(chunk);
-      written.then(() => callback(), callback);
+      written.then(() => {
+        // Stored (the store needs none of it once `write` resolves) and hashed.
+        if (consumesChunks) for (const chunk of chunks) letGoWhole(chunk);
+        callback();
+      }, callback);
     },
     final(callback) {
       if (received !== size) {

@@ -418,3 +418,56 @@ t.test('a real disk fault (EFBIG under ulimit -f): temporary file deleted', asyn
   t.same(result.files, [], 'no temporary file and no target, seen by the child');
   t.same(await readdir(root), [], 'and seen from here');
 });
+
+const canLetGo = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
+
+t.test(
+  'consumesChunks: each whole chunk is given back once stored and hashed, a part of larger memory is not',
+  { skip: canLetGo ? false : 'this Node has no ArrayBuffer.prototype.transfer (Node 20)' },
+  async (t) => {
+    const { root, storage } = await setup(t);
+    const bytes = randomBytes(300 * 1024);
+    // Like socket reads: each chunk its own memory, a copy of its part of `bytes`.
+    const whole = [0, 1, 2, 3].map((i) =>
+      Buffer.from(bytes.subarray(i * 64 * 1024, (i + 1) * 64 * 1024)),
+    );
+    const shared = Buffer.from(bytes.subarray(256 * 1024)); // 44 KiB, then a part of it:
+    const part = shared.subarray(0, 20 * 1024);
+    const rest = Buffer.from(shared.subarray(20 * 1024));
+    const sink = uploadSink({
+      upload: await storage.beginUpload('big.mp4', bytes.length),
+      size: bytes.length,
+      consumesChunks: true,
+    });
+    for (const [i, chunk] of whole.entries()) {
+      await new Promise<void>((resolve, reject) =>
+        sink.write(chunk, (error) => (error ? reject(error) : resolve())),
+      );
+      t.equal(chunk.length, 0, `whole chunk ${i}: its memory given back after its write`);
+    }
+    sink.write(part);
+    sink.end(rest);
+    await once(sink, 'finish');
+    t.equal(part.length, 20 * 1024, 'a part of larger memory is left as it is');
+    t.ok(part.equals(bytes.subarray(256 * 1024, 276 * 1024)), 'and its bytes unchanged');
+    t.equal(sink.receipt?.sha256, sha256(bytes), 'the hash covers every byte');
+    t.ok((await readFile(join(root, 'big.mp4'))).equals(bytes), 'the file has every byte');
+  },
+);
+
+t.test('without consumesChunks the chunks are left as they are', async (t) => {
+  const { root, storage } = await setup(t);
+  const chunks = [randomBytes(64 * 1024), randomBytes(64 * 1024)].map((b) => Buffer.from(b));
+  const copies = chunks.map((chunk) => Buffer.from(chunk));
+  const size = 128 * 1024;
+  const sink = uploadSink({ upload: await storage.beginUpload('keep.mp4', size), size });
+  sink.write(chunks[0]);
+  sink.end(chunks[1]);
+  await once(sink, 'finish');
+  t.same(
+    chunks.map((chunk, i) => chunk.equals(copies[i]!)),
+    [true, true],
+    'each chunk still holds its bytes',
+  );
+  t.ok((await readFile(join(root, 'keep.mp4'))).equals(Buffer.concat(copies)));
+});
