@@ -421,9 +421,9 @@ t.test('a real disk fault (EFBIG under ulimit -f): temporary file deleted', asyn
 
 const canLetGo = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
 
+// Node 20 has no `transfer`: there the chunks are left to the collector, as without the option.
 t.test(
   'consumesChunks: each whole chunk is given back once stored and hashed, a part of larger memory is not',
-  { skip: canLetGo ? false : 'this Node has no ArrayBuffer.prototype.transfer (Node 20)' },
   async (t) => {
     const { root, storage } = await setup(t);
     const bytes = randomBytes(300 * 1024);
@@ -443,7 +443,13 @@ t.test(
       await new Promise<void>((resolve, reject) =>
         sink.write(chunk, (error) => (error ? reject(error) : resolve())),
       );
-      t.equal(chunk.length, 0, `whole chunk ${i}: its memory given back after its write`);
+      t.equal(
+        chunk.length,
+        canLetGo ? 0 : 64 * 1024,
+        canLetGo
+          ? `whole chunk ${i}: its memory given back after its write`
+          : `whole chunk ${i}: left to the collector (no transfer on ${process.version})`,
+      );
     }
     sink.write(part);
     sink.end(rest);
