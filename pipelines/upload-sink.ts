@@ -67,9 +67,12 @@ export function uploadSink({
       const written = upload.write(chunks);
       for (const chunk of chunks) hash.update(chunk);
       written.then(() => {
-        // Stored (the store needs none of it once `write` resolves) and hashed.
-        if (consumesChunks) for (const chunk of chunks) letGoWhole(chunk);
-        callback();
+        try {
+          // Stored (the store needs none of it once `write` resolves) and hashed.
+          if (consumesChunks) for (const chunk of chunks) letGoWhole(chunk);
+        } finally {
+          callback(); // whatever happens to the memory, the upload goes on
+        }
       }, callback);
     },
     final(callback) {
