@@ -1,5 +1,5 @@
 /** The server's log: lines are buffered, flushed within LOG_FLUSH_MS, and an idle log is still. */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,14 +8,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { createLogger, infoLine, isoTime, LOG_BATCH, LOG_FLUSH_MS } from '../../lib/log.js';
 
+/** A log file in a new temporary folder, open for writing; both go at the test's end. */
+async function logFile(t: Test): Promise<{ path: string; fd: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'ioe-log-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'server.log');
+  const fd = fs.openSync(path, 'w');
+  t.teardown(() => fs.closeSync(fd));
+  return { path, fd };
+}
+
 t.test(
   'a buffered line is written within the flush period, and nothing is written idle',
   async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'ioe-log-'));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const path = join(dir, 'server.log');
-    const fd = fs.openSync(path, 'w');
-    t.teardown(() => fs.closeSync(fd));
+    const { path, fd } = await logFile(t);
     // sonic-boom writes with fs.write, looked up at each call: count the writes to our file.
     const write = fs.write;
     let writes = 0;
@@ -102,11 +108,7 @@ t.test(
 );
 
 t.test('logger.flush(done) writes what is gathered before done is called', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'ioe-log-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const path = join(dir, 'server.log');
-  const fd = fs.openSync(path, 'w');
-  t.teardown(() => fs.closeSync(fd));
+  const { path, fd } = await logFile(t);
   const log = createLogger('info', fd).child({ thread: 1 });
   for (let i = 0; i < 5; i++) log.info({ i }, 'closing');
   await new Promise<void>((resolve, reject) =>
@@ -124,11 +126,7 @@ const RECORDS = [
 ];
 
 t.test('infoLine writes the very line pino writes for a flat record', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'ioe-log-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const path = join(dir, 'server.log');
-  const fd = fs.openSync(path, 'w');
-  t.teardown(() => fs.closeSync(fd));
+  const { path, fd } = await logFile(t);
   const root = createLogger('info', fd);
   const log = root.child({ door: 'tcp', peer: '127.0.0.1:4242' });
   for (const record of RECORDS) {
