@@ -10,6 +10,7 @@
  */
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { Readable } from 'node:stream';
+import { letGoWhole } from './chunk-pool.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isNotFound, type S3Sender } from './s3-client.js';
 
@@ -46,6 +47,8 @@ export class S3RangeStream extends Readable {
   private pieces?: BodyIterator;
   /** Received and not yet copied into a chunk. */
   private leftover?: Buffer;
+  /** The body's piece that `leftover` is the rest of. */
+  private piece?: Buffer;
   private failures = 0;
   private readonly controller = new AbortController();
 
@@ -78,11 +81,19 @@ export class S3RangeStream extends Readable {
     const chunk = this.buffers?.take(want) ?? Buffer.allocUnsafeSlow(want);
     let filled = 0;
     while (filled < want) {
-      if (!this.leftover || this.leftover.length === 0) this.leftover = await this.nextPiece();
+      if (!this.leftover || this.leftover.length === 0) {
+        this.leftover = this.piece = await this.nextPiece();
+      }
       const count = Math.min(want - filled, this.leftover.length);
       this.leftover.copy(chunk, filled, 0, count);
       this.leftover = this.leftover.subarray(count);
       filled += count;
+      // All of it copied: the piece (Node's own copy of what the socket brought) is no one's
+      // any more. Given back now, not at a full collection (`letGoWhole`, as uploads do).
+      if (this.leftover.length === 0 && this.piece) {
+        letGoWhole(this.piece);
+        this.piece = undefined;
+      }
     }
     this.left -= want;
     return chunk;

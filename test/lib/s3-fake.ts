@@ -59,7 +59,12 @@ function toBuffer(body: unknown): Buffer {
 }
 
 /** A GetObject body as the SDK gives it: a Readable with transformToString. */
-function bodyOf(bytes: Buffer, pieceBytes: number, breakAfter?: number): Readable {
+function bodyOf(
+  bytes: Buffer,
+  pieceBytes: number,
+  breakAfter?: number,
+  pieces?: Buffer[],
+): Readable {
   let sent = 0;
   const stream = new Readable({
     highWaterMark: 0,
@@ -73,7 +78,11 @@ function bodyOf(bytes: Buffer, pieceBytes: number, breakAfter?: number): Readabl
         return;
       }
       const end = Math.min(bytes.length, sent + pieceBytes, breakAfter ?? Infinity);
-      this.push(bytes.subarray(sent, end));
+      // Memory of its own, as Node's http gives each piece (Buffer.from may share a pool).
+      const piece = Buffer.allocUnsafeSlow(end - sent);
+      bytes.copy(piece, 0, sent, end);
+      pieces?.push(piece);
+      this.push(piece);
       sent = end;
     },
   });
@@ -96,6 +105,8 @@ export class FakeS3 implements S3Sender {
   conditional = true;
   /** Bytes per piece of a GET body. */
   pieceBytes = 64 * 1024;
+  /** Every body piece GETs have sent, when a test wants to see what became of them. */
+  sentPieces?: Buffer[];
   /** Break the next GET body of this key after this many bytes (once). */
   breakNextGet?: { key: string; after: number };
   private clockOffset = 0;
@@ -262,7 +273,7 @@ export class FakeS3 implements S3Sender {
       ...base,
       ContentLength: bytes.length,
       ContentRange: range,
-      Body: bodyOf(bytes, this.pieceBytes, breakAfter),
+      Body: bodyOf(bytes, this.pieceBytes, breakAfter, this.sentPieces),
     };
   }
 

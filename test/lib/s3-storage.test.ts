@@ -598,3 +598,21 @@ t.test('a stream destroyed early frees its GET', async (t) => {
   await new Promise((resolve) => stream.once('close', resolve));
   t.ok(stream.destroyed);
 });
+
+t.test("a READ gives each body piece's memory back once all of it is copied", async (t) => {
+  const fake = new FakeS3();
+  const storage = await open(t, fake);
+  const bytes = randomBytes(MiB + 12345);
+  await put(storage, 'p.mp4', bytes);
+  fake.sentPieces = [];
+  // Chunks of 100,000 bytes over pieces of 64 KiB: most pieces go into two chunks.
+  const got = await read(await storage.open('p.mp4'), 0, bytes.length, () => 100_000);
+  t.ok(got.bytes.equals(bytes), 'every byte, in order');
+  t.ok(fake.sentPieces.length >= 17, `${fake.sentPieces.length} pieces sent`);
+  const canLetGo = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function';
+  t.same(
+    fake.sentPieces.map((piece) => piece.length === 0),
+    fake.sentPieces.map(() => canLetGo),
+    canLetGo ? 'each piece emptied' : `each piece left to the collector (${process.version})`,
+  );
+});
