@@ -45,10 +45,9 @@ export class S3RangeStream extends Readable {
   private nextByte: number;
   private body?: Readable;
   private pieces?: BodyIterator;
-  /** Received and not yet copied into a chunk. */
-  private leftover?: Buffer;
-  /** The body's piece that `leftover` is the rest of. */
+  /** The body's last piece, and how much of it is copied into chunks already. */
   private piece?: Buffer;
+  private copied = 0;
   private failures = 0;
   private readonly controller = new AbortController();
 
@@ -81,16 +80,17 @@ export class S3RangeStream extends Readable {
     const chunk = this.buffers?.take(want) ?? Buffer.allocUnsafeSlow(want);
     let filled = 0;
     while (filled < want) {
-      if (!this.leftover || this.leftover.length === 0) {
-        this.leftover = this.piece = await this.nextPiece();
+      if (!this.piece) {
+        this.piece = await this.nextPiece();
+        this.copied = 0;
       }
-      const count = Math.min(want - filled, this.leftover.length);
-      this.leftover.copy(chunk, filled, 0, count);
-      this.leftover = this.leftover.subarray(count);
+      const count = Math.min(want - filled, this.piece.length - this.copied);
+      this.piece.copy(chunk, filled, this.copied, this.copied + count);
+      this.copied += count;
       filled += count;
       // All of it copied: the piece (Node's own copy of what the socket brought) is no one's
       // any more. Given back now, not at a full collection (`letGoWhole`, as uploads do).
-      if (this.leftover.length === 0 && this.piece) {
+      if (this.copied === this.piece.length) {
         letGoWhole(this.piece);
         this.piece = undefined;
       }
@@ -154,7 +154,7 @@ export class S3RangeStream extends Readable {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.controller.abort();
     this.dropBody();
-    this.leftover = undefined;
+    this.piece = undefined;
     callback(error);
   }
 }
