@@ -66,9 +66,18 @@ export interface UploadIntake extends Writable {
  * `result` rejects with that same error once the input ends; a door answers each error once.
  */
 export async function uploadIntake(options: UploadIntakeOptions): Promise<UploadIntake> {
-  const { storage, name, size, readOnly, hashes, expectedSha256, createOnly, guard, precondition } =
-    options;
-  const { consumesChunks } = options;
+  const {
+    storage,
+    name,
+    size,
+    readOnly,
+    hashes,
+    expectedSha256,
+    createOnly,
+    guard,
+    precondition,
+    consumesChunks,
+  } = options;
   let sink: UploadSink | undefined;
   let refusal: Error | undefined;
   try {
