@@ -8,6 +8,7 @@
  * announced.
  */
 import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
 import type { ChunkBudget, ChunkPacer } from '../lib/chunk-pacer.js';
 import type { ChunkPool } from '../lib/chunk-pool.js';
 import type { StoredFile } from '../lib/storage.js';
@@ -86,7 +87,7 @@ async function* chunksOf(
   // time since the last resume is what the reader took for that chunk, waits included.
   let since = performance.now();
   try {
-    for await (const chunk of source as AsyncIterable<Buffer>) {
+    for await (const chunk of chunksFrom(source)) {
       sent += chunk.length;
       if (lead) {
         yield withHeader(lead, chunk, (source as { headroom?: number }).headroom === lead.length);
@@ -104,6 +105,51 @@ async function* chunksOf(
     pool?.release();
     source.destroy();
   }
+}
+
+/**
+ * The chunks of `stream` as `for await` over it gives them: `read()` until it returns null,
+ * then a wait for the stream to say something; an error, or a close before the end, throws.
+ * The stream's own state says which (`errored`, `destroyed`, `readableEnded`), so one
+ * listener on four events, set once per download, is all it takes. Node's own iterator also
+ * tracks the stream's end (`finished`) and binds async resources: a small READ allocated 16.0
+ * KB of heap with it, 15.0 with this. Switched with it at random each second inside one loaded
+ * server, this one served 2–5 % more small READs in each of three runs (ARCHITECTURE.md, "Many
+ * small reads").
+ * The caller destroys the stream.
+ */
+function chunksFrom(stream: Readable): AsyncIterableIterator<Buffer> {
+  let wake: (() => void) | undefined;
+  const notify = (): void => {
+    const resolve = wake;
+    wake = undefined;
+    resolve?.();
+  };
+  // 'error' must have a listener, or the stream's error would end the process.
+  for (const event of ['readable', 'end', 'error', 'close']) stream.on(event, notify);
+  const chunks: AsyncIterableIterator<Buffer> = {
+    [Symbol.asyncIterator]: () => chunks,
+    async next() {
+      for (;;) {
+        if (stream.errored) throw stream.errored;
+        // A destroyed stream's buffered chunks are not handed on, as with Node's iterator.
+        if (stream.destroyed) {
+          if (stream.readableEnded) return { value: undefined, done: true };
+          throw prematureClose();
+        }
+        const chunk = stream.read() as Buffer | null;
+        if (chunk !== null) return { value: chunk, done: false };
+        if (stream.readableEnded) return { value: undefined, done: true };
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+  };
+  return chunks;
+}
+
+/** What Node's iterator throws for a stream closed before its end. */
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
 
 /** The header and the first chunk as one buffer: in place when the store left room for it. */

@@ -370,6 +370,73 @@ t.test('a fake file whose stream fails: the error comes out, its stream destroye
   t.equal(budget.downloads, 0);
 });
 
+t.test('a stream closed before its end, with no error: the download throws', async (t) => {
+  const budget = new ChunkBudget();
+  const fake: StoredFile = {
+    size: 100,
+    mtime: new Date(0),
+    version: 'v',
+    stream: () => {
+      let sent = false;
+      return new Readable({
+        read() {
+          if (!sent) {
+            sent = true;
+            this.push(Buffer.alloc(10, 1));
+          } else setImmediate(() => this.destroy()); // gone, later, without a word
+        },
+      });
+    },
+    close: async () => undefined,
+  };
+  const got: Buffer[] = [];
+  const error = await (async () => {
+    try {
+      for await (const chunk of download(fake, {
+        offset: 0,
+        length: 100,
+        pacer: new ChunkPacer(),
+        budget,
+      })) {
+        got.push(chunk);
+      }
+    } catch (error) {
+      return error;
+    }
+  })();
+  t.match(error, { code: 'ERR_STREAM_PREMATURE_CLOSE' }, 'not a quiet end, nor a hang');
+  t.same(Buffer.concat(got), Buffer.alloc(10, 1), 'what came before the close came first');
+  t.equal(budget.downloads, 0);
+});
+
+t.test('chunks pushed together, and an end without a close (autoDestroy off)', async (t) => {
+  const budget = new ChunkBudget();
+  const parts = [Buffer.from('abc'), Buffer.from('defg'), Buffer.from('hij')];
+  const fake: StoredFile = {
+    size: 10,
+    mtime: new Date(0),
+    version: 'v',
+    stream: () => {
+      let sent = false;
+      return new Readable({
+        autoDestroy: false, // 'end' only: the end alone must finish the download
+        read() {
+          if (sent) return;
+          sent = true;
+          for (const part of parts) this.push(part);
+          setImmediate(() => this.push(null));
+        },
+      });
+    },
+    close: async () => undefined,
+  };
+  const got = await collect(
+    download(fake, { offset: 0, length: 10, pacer: new ChunkPacer(), budget }),
+  );
+  t.equal(Buffer.concat(got).toString(), 'abcdefghij', 'every byte, in order');
+  t.equal(budget.downloads, 0);
+});
+
 t.test('a file that yields fewer bytes than `length`: ShrunkError', async (t) => {
   const budget = new ChunkBudget();
   const fake: StoredFile = {
