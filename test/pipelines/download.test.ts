@@ -9,7 +9,7 @@ import { readdirSync } from 'node:fs';
 import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type ReadableOptions } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChunkBudget, ChunkPacer, type ChunkPacerOptions } from '../../lib/chunk-pacer.js';
 import { ChunkPool } from '../../lib/chunk-pool.js';
@@ -89,6 +89,37 @@ async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer[]> {
   const all: Buffer[] = [];
   for await (const chunk of chunks) all.push(Buffer.from(chunk)); // a copy: the pool may reuse
   return all;
+}
+
+/** The chunks until the download ends or throws, and what it threw. */
+async function collectUntilError(
+  chunks: AsyncIterable<Buffer>,
+): Promise<{ got: Buffer[]; error?: unknown }> {
+  const got: Buffer[] = [];
+  try {
+    for await (const chunk of chunks) got.push(Buffer.from(chunk));
+  } catch (error) {
+    return { got, error };
+  }
+  return { got };
+}
+
+/** A stream that gives 10 bytes of 1s, then, asked for more, does `then` to itself. */
+function tenBytesThen(then: (stream: Readable) => void, options: ReadableOptions = {}): Readable {
+  let sent = false;
+  return new Readable({
+    ...options,
+    read() {
+      if (sent) return then(this);
+      sent = true;
+      this.push(Buffer.alloc(10, 1));
+    },
+  });
+}
+
+/** A StoredFile of `size` bytes whose every stream is `stream()`. */
+function fakeFile(size: number, stream: () => Readable): StoredFile {
+  return { size, mtime: new Date(0), version: 'v', stream, close: async () => undefined };
 }
 
 t.test('yields exactly `length` bytes from `offset`, and closes the file', async (t) => {
@@ -341,27 +372,14 @@ t.test('a read fault: the error comes out, budget left, file closed', async (t) 
 t.test('a fake file whose stream fails: the error comes out, its stream destroyed', async (t) => {
   const budget = new ChunkBudget();
   let destroyed = false;
-  const fake: StoredFile = {
-    size: 100,
-    mtime: new Date(0),
-    version: 'v',
-    stream: () => {
-      let sent = false;
-      return new Readable({
-        read() {
-          if (!sent) {
-            sent = true;
-            this.push(Buffer.alloc(10));
-          } else this.destroy(new Error('EIO: i/o error, read'));
-        },
-        destroy(error, callback) {
-          destroyed = true;
-          callback(error);
-        },
-      });
-    },
-    close: async () => undefined,
-  };
+  const fake = fakeFile(100, () =>
+    tenBytesThen((stream) => stream.destroy(new Error('EIO: i/o error, read')), {
+      destroy(error, callback) {
+        destroyed = true;
+        callback(error);
+      },
+    }),
+  );
   await t.rejects(
     collect(download(fake, { offset: 0, length: 100, pacer: new ChunkPacer(), budget })),
     /EIO/,
@@ -372,38 +390,11 @@ t.test('a fake file whose stream fails: the error comes out, its stream destroye
 
 t.test('a stream closed before its end, with no error: the download throws', async (t) => {
   const budget = new ChunkBudget();
-  const fake: StoredFile = {
-    size: 100,
-    mtime: new Date(0),
-    version: 'v',
-    stream: () => {
-      let sent = false;
-      return new Readable({
-        read() {
-          if (!sent) {
-            sent = true;
-            this.push(Buffer.alloc(10, 1));
-          } else setImmediate(() => this.destroy()); // gone, later, without a word
-        },
-      });
-    },
-    close: async () => undefined,
-  };
-  const got: Buffer[] = [];
-  const error = await (async () => {
-    try {
-      for await (const chunk of download(fake, {
-        offset: 0,
-        length: 100,
-        pacer: new ChunkPacer(),
-        budget,
-      })) {
-        got.push(chunk);
-      }
-    } catch (error) {
-      return error;
-    }
-  })();
+  // Gone, a moment later, without a word.
+  const fake = fakeFile(100, () => tenBytesThen((stream) => setImmediate(() => stream.destroy())));
+  const { got, error } = await collectUntilError(
+    download(fake, { offset: 0, length: 100, pacer: new ChunkPacer(), budget }),
+  );
   t.match(error, { code: 'ERR_STREAM_PREMATURE_CLOSE' }, 'not a quiet end, nor a hang');
   t.same(Buffer.concat(got), Buffer.alloc(10, 1), 'what came before the close came first');
   t.equal(budget.downloads, 0);
@@ -412,24 +403,18 @@ t.test('a stream closed before its end, with no error: the download throws', asy
 t.test('chunks pushed together, and an end without a close (autoDestroy off)', async (t) => {
   const budget = new ChunkBudget();
   const parts = [Buffer.from('abc'), Buffer.from('defg'), Buffer.from('hij')];
-  const fake: StoredFile = {
-    size: 10,
-    mtime: new Date(0),
-    version: 'v',
-    stream: () => {
-      let sent = false;
-      return new Readable({
-        autoDestroy: false, // 'end' only: the end alone must finish the download
-        read() {
-          if (sent) return;
-          sent = true;
-          for (const part of parts) this.push(part);
-          setImmediate(() => this.push(null));
-        },
-      });
-    },
-    close: async () => undefined,
-  };
+  const fake = fakeFile(10, () => {
+    let sent = false;
+    return new Readable({
+      autoDestroy: false, // 'end' only: the end alone must finish the download
+      read() {
+        if (sent) return;
+        sent = true;
+        for (const part of parts) this.push(part);
+        setImmediate(() => this.push(null));
+      },
+    });
+  });
   const got = await collect(
     download(fake, { offset: 0, length: 10, pacer: new ChunkPacer(), budget }),
   );
@@ -439,28 +424,10 @@ t.test('chunks pushed together, and an end without a close (autoDestroy off)', a
 
 t.test('a file that yields fewer bytes than `length`: ShrunkError', async (t) => {
   const budget = new ChunkBudget();
-  const fake: StoredFile = {
-    size: 10,
-    mtime: new Date(0),
-    version: 'v',
-    stream: () => Readable.from([Buffer.from('01234')]),
-    close: async () => undefined,
-  };
-  const got: Buffer[] = [];
-  const error = await (async () => {
-    try {
-      for await (const chunk of download(fake, {
-        offset: 0,
-        length: 10,
-        pacer: new ChunkPacer(),
-        budget,
-      })) {
-        got.push(chunk);
-      }
-    } catch (error) {
-      return error;
-    }
-  })();
+  const fake = fakeFile(10, () => Readable.from([Buffer.from('01234')]));
+  const { got, error } = await collectUntilError(
+    download(fake, { offset: 0, length: 10, pacer: new ChunkPacer(), budget }),
+  );
   t.type(error, ShrunkError);
   t.match((error as Error).message, /5 of 10 bytes/);
   t.equal(Buffer.concat(got).toString(), '01234', 'what there was came first');
