@@ -62,6 +62,11 @@ function notFound(): ProtocolError {
   return new ProtocolError('NOT_FOUND', 'no such media file');
 }
 
+/** An upload begun after (or while) the store closes. */
+function shuttingDown(): ProtocolError {
+  return new ProtocolError('SHUTTING_DOWN', 'the server is shutting down');
+}
+
 /** Maps a write-side fault to the contract: a full disk is NO_SPACE, anything else a fault. */
 export function uploadFault(error: unknown): Error {
   const code = errno(error);
@@ -96,6 +101,13 @@ export class LocalStorage implements Storage {
   /** Bytes promised to uploads in progress, so that concurrent uploads cannot overcommit. */
   private readonly reservations: Reservations;
   private readonly uploads = new Set<Upload>();
+  /**
+   * beginUpload calls under way. close() waits for them: one whose temporary file was being
+   * created when close() looked at `uploads` would otherwise be added after it, and left.
+   */
+  private readonly beginning = new Set<Promise<Upload>>();
+  /** Set by close(): an upload that gets this far is refused and leaves nothing behind. */
+  private closed = false;
   /** The last catalog scan, kept until a publish or a change on disk (inotify) drops it. */
   readonly catalog: CatalogCache;
   /** Small reads in place while the page cache answers them (read-policy.ts). */
@@ -242,7 +254,15 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async beginUpload(name: string, size: number, options: UploadOptions = {}): Promise<Upload> {
+  beginUpload(name: string, size: number, options: UploadOptions = {}): Promise<Upload> {
+    const begun = this.startUpload(name, size, options);
+    this.beginning.add(begun);
+    const settled = (): void => void this.beginning.delete(begun);
+    begun.then(settled, settled);
+    return begun;
+  }
+
+  private async startUpload(name: string, size: number, options: UploadOptions): Promise<Upload> {
     const path = join(this.root, name);
     // --overwrite replaces, unless this upload asked to create only (HTTP If-None-Match: *).
     const replace = this.overwrite && !options.createOnly;
@@ -270,7 +290,14 @@ export class LocalStorage implements Storage {
         throw new ProtocolError('NO_SPACE', 'not enough free disk space for the upload');
       }
       reserved = size;
+      if (this.closed) throw shuttingDown();
       handle = await open(tempPath, 'wx', 0o644);
+      if (this.closed) {
+        // close() came while the file was being created: it waits for this deletion.
+        await handle.close().catch(() => undefined);
+        await unlink(tempPath).catch(() => undefined);
+        throw shuttingDown();
+      }
     } catch (error) {
       release();
       throw error;
@@ -398,7 +425,9 @@ export class LocalStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.catalog.close(); // its watchers; LIST still works, without the cache
+    await Promise.allSettled([...this.beginning]);
     await Promise.all([...this.uploads].map((upload) => upload.abort()));
   }
 }
