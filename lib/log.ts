@@ -36,12 +36,43 @@ export function createLogger(level: string = 'info', fd = 2): Logger {
     minLength: 0,
     maxWrite: LOG_BATCH,
   });
+  // sonic-boom's flushSync leaves a write already in flight to finish on its own, so a
+  // flush(done) first waits for its 'drain' (emitted each time its queue empties); done came
+  // before the lines were written otherwise (the log test caught it on Node 24).
+  let idle = true;
+  const waiting: (() => void)[] = [];
+  destination.on('drain', () => {
+    idle = true;
+    for (const next of waiting.splice(0)) next();
+  });
   const batch = new LineBatch(
-    (text) => destination.write(text),
-    () => destination.flushSync(),
+    (text) => {
+      idle = false;
+      destination.write(text);
+    },
+    (done) => {
+      const writeRest = (): void => {
+        try {
+          destination.flushSync();
+          done();
+        } catch (error) {
+          done(error as Error);
+        }
+      };
+      if (idle) writeRest();
+      else waiting.push(writeRest);
+    },
   );
-  // Everything gathered, written before the process ends (an error: stderr is gone).
-  process.once('exit', () => batch.flush(() => undefined));
+  // Everything gathered, written before the process ends, as far as a process that is ending
+  // can: what is queued, synchronously (an error: stderr is gone).
+  process.once('exit', () => {
+    batch.flush();
+    try {
+      destination.flushSync();
+    } catch {
+      // nothing left to write to
+    }
+  });
   return pino({ level, timestamp: isoTime }, batch);
 }
 
@@ -110,7 +141,8 @@ class LineBatch {
 
   constructor(
     private readonly handOn: (text: string) => void,
-    private readonly writeAllNow: () => void,
+    /** Writes all that was handed on, then calls `done`. */
+    private readonly writeAll: (done: (error?: Error) => void) => void,
   ) {}
 
   /** pino's stream interface: one line at a time. */
@@ -135,13 +167,7 @@ class LineBatch {
       this.bytes = 0;
       this.handOn(text);
     }
-    if (!done) return;
-    try {
-      this.writeAllNow();
-      done();
-    } catch (error) {
-      done(error as Error);
-    }
+    if (done) this.writeAll(done);
   }
 }
 

@@ -1,5 +1,6 @@
 /** The server's log: lines are buffered, flushed within LOG_FLUSH_MS, and an idle log is still. */
 import t, { type Test } from 'tap';
+import { pbkdf2 } from 'node:crypto';
 import fs from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -110,6 +111,12 @@ t.test(
 t.test('logger.flush(done) writes what is gathered before done is called', async (t) => {
   const { path, fd } = await logFile(t);
   const log = createLogger('info', fd).child({ thread: 1 });
+  // Keep libuv's thread pool busy, so that the logger's file write waits in its queue: done
+  // must still come only once the lines are in the file.
+  const busy = Array.from(
+    { length: Number(process.env.UV_THREADPOOL_SIZE) || 4 },
+    () => new Promise((resolve) => pbkdf2('x', 'salt', 200_000, 32, 'sha256', () => resolve(true))),
+  );
   for (let i = 0; i < 5; i++) log.info({ i }, 'closing');
   await new Promise<void>((resolve, reject) =>
     log.flush((error) => (error ? reject(error) : resolve())),
@@ -117,6 +124,7 @@ t.test('logger.flush(done) writes what is gathered before done is called', async
   const lines = fs.readFileSync(path, 'utf8').trimEnd().split('\n');
   t.equal(lines.length, 5, 'all five are in the file at once');
   t.match(lines[4], /"thread":1,"i":4,/);
+  await Promise.all(busy);
 });
 
 const RECORDS = [
