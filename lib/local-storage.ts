@@ -292,12 +292,6 @@ export class LocalStorage implements Storage {
       reserved = size;
       if (this.closed) throw shuttingDown();
       handle = await open(tempPath, 'wx', 0o644);
-      if (this.closed) {
-        // close() came while the file was being created: it waits for this deletion.
-        await handle.close().catch(() => undefined);
-        await unlink(tempPath).catch(() => undefined);
-        throw shuttingDown();
-      }
     } catch (error) {
       release();
       throw error;
@@ -359,6 +353,11 @@ export class LocalStorage implements Storage {
       },
       abort,
     };
+    if (this.closed) {
+      // close() came while the file was being created: it waits for this deletion.
+      await abort();
+      throw shuttingDown();
+    }
     this.uploads.add(upload);
     return upload;
   }

@@ -40,11 +40,7 @@ export function createLogger(level: string = 'info', fd = 2): Logger {
   // flush(done) first waits for its 'drain' (emitted each time its queue empties); done came
   // before the lines were written otherwise (the log test caught it on Node 24).
   let idle = true;
-  const waiting: (() => void)[] = [];
-  destination.on('drain', () => {
-    idle = true;
-    for (const next of waiting.splice(0)) next();
-  });
+  destination.on('drain', () => (idle = true));
   const batch = new LineBatch(
     (text) => {
       idle = false;
@@ -60,7 +56,7 @@ export function createLogger(level: string = 'info', fd = 2): Logger {
         }
       };
       if (idle) writeRest();
-      else waiting.push(writeRest);
+      else destination.once('drain', writeRest);
     },
   );
   // Everything gathered, written before the process ends, as far as a process that is ending

@@ -120,6 +120,9 @@ async function* chunksOf(
  * `destroy`, which set the state first and emit later; a stream that emitted 'error' or
  * 'close' by hand would not be seen.
  */
+/** What may change a stream's state; 'error' must have a listener, or it ends the process. */
+const WAKING_EVENTS = ['readable', 'end', 'error', 'close'] as const;
+
 function chunksFrom(stream: Readable): AsyncIterableIterator<Buffer> {
   let wake: (() => void) | undefined;
   const notify = (): void => {
@@ -127,8 +130,7 @@ function chunksFrom(stream: Readable): AsyncIterableIterator<Buffer> {
     wake = undefined;
     resolve?.();
   };
-  // 'error' must have a listener, or the stream's error would end the process.
-  for (const event of ['readable', 'end', 'error', 'close']) stream.on(event, notify);
+  for (const event of WAKING_EVENTS) stream.on(event, notify);
   const chunks: AsyncIterableIterator<Buffer> = {
     [Symbol.asyncIterator]: () => chunks,
     async next() {
