@@ -422,6 +422,39 @@ t.test('chunks pushed together, and an end without a close (autoDestroy off)', a
   t.equal(budget.downloads, 0);
 });
 
+t.test('stopped while a chunk is awaited: the wait ends, and nothing comes after', async (t) => {
+  const budget = new ChunkBudget();
+  let destroyed = false;
+  const fake = fakeFile(100, () =>
+    tenBytesThen(() => undefined, {
+      // a read that never completes (a stalled disk): only the stop can end it
+      destroy(error, callback) {
+        destroyed = true;
+        callback(error);
+      },
+    }),
+  );
+  const chunks = download(fake, { offset: 0, length: 100, pacer: new ChunkPacer(), budget });
+  const first = await chunks.next();
+  t.same(first.value, Buffer.alloc(10, 1));
+  const waiting = chunks.next();
+  await sleep(10);
+  // What Readable.from does to the iterator when the HTTP response it feeds is destroyed.
+  t.same(await chunks.return(), { value: undefined, done: true });
+  t.ok(destroyed, 'the stream (which closes the file) was destroyed');
+  t.equal(budget.downloads, 0, 'the budget is left');
+  const settled = await Promise.race([
+    waiting.then(
+      () => 'settled',
+      () => 'settled',
+    ),
+    sleep(1000).then(() => 'still waiting'),
+  ]);
+  t.equal(settled, 'settled', 'the pending next() does not hang');
+  t.same(await chunks.next(), { value: undefined, done: true }, 'done from then on');
+  t.same(await chunks.return(), { value: undefined, done: true }, 'a second stop is harmless');
+});
+
 t.test('a file that yields fewer bytes than `length`: ShrunkError', async (t) => {
   const budget = new ChunkBudget();
   const fake = fakeFile(10, () => Readable.from([Buffer.from('01234')]));
