@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=131072 node --max-semi-space-size=1
+#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=131072 node --max-semi-space-size=2
 /**
  * ioe-server: serves a media folder over protocol v1 (TCP) and HTTP, with the web page.
  * Console (stdin): QUIT waits for transfers in flight, FORCEQUIT ends them now.

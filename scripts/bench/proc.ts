@@ -29,12 +29,15 @@ export const SERVER_JS = compiled('server.js');
 
 /**
  * V8 flags the server runs with, as `npm start` and the `ioe-server` command (its `#!` line)
- * start it: a 1 MiB young generation instead of V8's up to 16 MiB per semi-space. Each chunk a
- * download sends leaves a little short-lived garbage; with room for it V8 lets the young
- * generation grow to some 40 MiB of RSS, which was a third of the memory of 100 slow readers
- * (150 → 117 MiB peak), for no measurable change in READ, many-small or WRITE throughput.
+ * start it: semi-spaces of 2 MiB instead of V8's up to 16. Each chunk a download sends leaves a
+ * little short-lived garbage; with room for it V8 lets the young generation grow to some 40
+ * MiB of RSS, a third of the memory of 100 slow readers (150 → 117 MiB peak). At 1 MiB, a
+ * small READ's objects outlived the young collections that came every few milliseconds under
+ * 200 clients, and were promoted and marked: 2 MiB made 7 % more READs with two threads, for
+ * 2 MiB more at the slow readers' peak (4 MiB: 123 MiB; ARCHITECTURE.md, "Chunk sizes and
+ * memory").
  */
-export const SERVER_NODE_FLAGS = ['--max-semi-space-size=1'];
+export const SERVER_NODE_FLAGS = ['--max-semi-space-size=2'];
 
 /**
  * The environment the server runs with, beside those flags, as `npm start` and `ioe-server` set
