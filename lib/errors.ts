@@ -88,3 +88,8 @@ export class ProtocolError extends Error {
 export function isErrorCode(value: string): value is ErrorCode {
   return (ERROR_CODES as readonly string[]).includes(value);
 }
+
+/** What a store answers an upload begun after (or while) it closes. */
+export function shuttingDown(): ProtocolError {
+  return new ProtocolError('SHUTTING_DOWN', 'the server is shutting down');
+}

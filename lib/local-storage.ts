@@ -21,11 +21,12 @@ import {
 } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import { ProtocolError } from './errors.js';
+import { ProtocolError, shuttingDown } from './errors.js';
 import { isInsideRoot, rethrowFault } from './catalog.js';
 import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { ReadPolicy } from './read-policy.js';
+import { UnderWay } from './under-way.js';
 import { LocalReservations, LocalTally, type Reservations, type Tally } from './shared-counts.js';
 import type { CatalogEntry, Storage, StoredFile, Upload, UploadOptions } from './storage.js';
 
@@ -62,11 +63,6 @@ function notFound(): ProtocolError {
   return new ProtocolError('NOT_FOUND', 'no such media file');
 }
 
-/** An upload begun after (or while) the store closes. */
-function shuttingDown(): ProtocolError {
-  return new ProtocolError('SHUTTING_DOWN', 'the server is shutting down');
-}
-
 /** Maps a write-side fault to the contract: a full disk is NO_SPACE, anything else a fault. */
 export function uploadFault(error: unknown): Error {
   const code = errno(error);
@@ -101,11 +97,8 @@ export class LocalStorage implements Storage {
   /** Bytes promised to uploads in progress, so that concurrent uploads cannot overcommit. */
   private readonly reservations: Reservations;
   private readonly uploads = new Set<Upload>();
-  /**
-   * beginUpload calls under way. close() waits for them: one whose temporary file was being
-   * created when close() looked at `uploads` would otherwise be added after it, and left.
-   */
-  private readonly beginning = new Set<Promise<Upload>>();
+  /** beginUpload calls under way, for close() to wait for. */
+  private readonly beginning = new UnderWay<Upload>();
   /** Set by close(): an upload that gets this far is refused and leaves nothing behind. */
   private closed = false;
   /** The last catalog scan, kept until a publish or a change on disk (inotify) drops it. */
@@ -262,11 +255,7 @@ export class LocalStorage implements Storage {
   }
 
   beginUpload(name: string, size: number, options: UploadOptions = {}): Promise<Upload> {
-    const begun = this.startUpload(name, size, options);
-    this.beginning.add(begun);
-    const settled = (): void => void this.beginning.delete(begun);
-    begun.then(settled, settled);
-    return begun;
+    return this.beginning.add(this.startUpload(name, size, options));
   }
 
   private async startUpload(name: string, size: number, options: UploadOptions): Promise<Upload> {
@@ -433,7 +422,7 @@ export class LocalStorage implements Storage {
   async close(): Promise<void> {
     this.closed = true;
     this.catalog.close(); // its watchers; LIST still works, without the cache
-    await Promise.allSettled([...this.beginning]);
+    await this.beginning.settled();
     await Promise.all([...this.uploads].map((upload) => upload.abort()));
   }
 }

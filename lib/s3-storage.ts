@@ -18,7 +18,7 @@
 import { HeadBucketCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
-import { ProtocolError } from './errors.js';
+import { ProtocolError, shuttingDown } from './errors.js';
 import type { Logger } from './log.js';
 import { checkName, isValidName, mediaTypeOf } from './media-names.js';
 import {
@@ -65,6 +65,7 @@ import {
   wholeSeconds,
 } from './s3-upload.js';
 import type { CatalogEntry, Storage, StoredFile, Upload, UploadOptions } from './storage.js';
+import { UnderWay } from './under-way.js';
 
 /** Chunk size for a stream read without a pacer (HASH of a file without a receipt). */
 const READ_CHUNK_BYTES = 1024 * 1024;
@@ -161,6 +162,8 @@ export class S3Storage implements Storage {
   readonly readGraceMs: number;
   private readonly locked = new Set<string>();
   private readonly uploads = new Set<Upload>();
+  /** beginUpload calls under way, for close() to wait for. */
+  private readonly beginning = new UnderWay<Upload>();
   private readonly recordCache = new Map<string, RecordContent>();
   private readonly sizeByEtag = new Map<string, number>();
   private listing?: Promise<CatalogEntry[]>;
@@ -424,11 +427,15 @@ export class S3Storage implements Storage {
 
   // ---- WRITE ---------------------------------------------------------------------------
 
-  async beginUpload(name: string, size: number, options: UploadOptions = {}): Promise<Upload> {
+  beginUpload(name: string, size: number, options: UploadOptions = {}): Promise<Upload> {
+    return this.beginning.add(this.startUpload(name, size, options));
+  }
+
+  private async startUpload(name: string, size: number, options: UploadOptions): Promise<Upload> {
     checkName(name); // the intake checked already; a store must never take a bad name
     // --overwrite replaces, unless this upload asked to create only (HTTP If-None-Match: *).
     const replace = this.overwrite && !options.createOnly;
-    if (this.closed) throw new Error('the store is closed');
+    if (this.closed) throw shuttingDown();
     if (this.locked.has(name)) {
       throw new ProtocolError('LOCKED', 'an upload of that name is in progress');
     }
@@ -447,6 +454,8 @@ export class S3Storage implements Storage {
       if (size > MAX_OBJECT_BYTES) {
         throw new ProtocolError('NO_SPACE', 'the store holds no object that large (5 TiB)');
       }
+      // close() came while the lease was being taken: give it back now, not at its expiry.
+      if (this.closed) throw shuttingDown();
     } catch (error) {
       await lease?.release();
       this.locked.delete(name);
@@ -561,6 +570,7 @@ export class S3Storage implements Storage {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.gcTimer);
+    await this.beginning.settled();
     await Promise.all([...this.uploads].map((upload) => upload.abort()));
     await this.gcRunning;
   }

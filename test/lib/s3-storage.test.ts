@@ -361,6 +361,28 @@ t.test("this replica's own left-over lease is taken over at once", async (t) => 
   await again.abort();
 });
 
+t.test('close() while an upload takes its lease: refused, and the lease given back', async (t) => {
+  const fake = new FakeS3();
+  const storage = await open(t, fake);
+  let closing: Promise<void> | undefined;
+  fake.fault = ({ command, input }) => {
+    // The lease's create-only PUT is on its way: the server quits now.
+    if (command === 'PutObject' && String(input.Key).startsWith('lib/l/')) {
+      closing ??= storage.close();
+    }
+    return undefined;
+  };
+  await t.rejects(storage.beginUpload('late.mp4', 10), { code: 'SHUTTING_DOWN' });
+  t.ok(closing, 'close() came while the lease was being taken');
+  await closing;
+  t.same(fake.keys('lib/l/'), [], 'no lease left to wait out');
+  fake.fault = undefined;
+  const other = await open(t, fake); // another replica: not LOCKED by a store that has gone
+  const upload = await other.beginUpload('late.mp4', 10);
+  await upload.abort();
+  await t.rejects(storage.beginUpload('later.mp4', 10), { code: 'SHUTTING_DOWN' });
+});
+
 t.test('abort deletes what was stored; nothing is visible meanwhile', async (t) => {
   const fake = new FakeS3();
   const storage = await open(t, fake);
