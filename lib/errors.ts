@@ -89,7 +89,7 @@ export function isErrorCode(value: string): value is ErrorCode {
   return (ERROR_CODES as readonly string[]).includes(value);
 }
 
-/** What a store answers an upload begun after (or while) it closes. */
+/** QUIT's answer: to a command after it, and to an upload begun as a store closes. */
 export function shuttingDown(): ProtocolError {
   return new ProtocolError('SHUTTING_DOWN', 'the server is shutting down');
 }

@@ -10,7 +10,7 @@
  */
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { ProtocolError } from '../lib/errors.js';
+import { ProtocolError, shuttingDown } from '../lib/errors.js';
 import { ChunkPacer, type ChunkBudget } from '../lib/chunk-pacer.js';
 import type { ChunkPool } from '../lib/chunk-pool.js';
 import { checkName } from '../lib/media-names.js';
@@ -126,7 +126,7 @@ export class CommandRouter extends Transform {
   /** QUIT: finish what is in flight, then answer SHUTTING_DOWN and close. Idle closes now. */
   shutdown(): void {
     this.shuttingDown = true;
-    if (!this.busy) this.close(new ProtocolError('SHUTTING_DOWN', 'the server is shutting down'));
+    if (!this.busy) this.close(shuttingDown());
   }
 
   /**
@@ -157,7 +157,7 @@ export class CommandRouter extends Transform {
       case 'line':
         this.options.onProgress?.();
         if (this.shuttingDown) {
-          this.close(new ProtocolError('SHUTTING_DOWN', 'the server is shutting down'));
+          this.close(shuttingDown());
           callback();
           return;
         }
@@ -237,8 +237,7 @@ export class CommandRouter extends Transform {
   /** A request is over: under QUIT, the connection closes now. */
   private finishRequest(): void {
     this.busy = false;
-    if (this.shuttingDown)
-      this.close(new ProtocolError('SHUTTING_DOWN', 'the server is shutting down'));
+    if (this.shuttingDown) this.close(shuttingDown());
   }
 
   private async handleLine(frame: LineFrame): Promise<void> {

@@ -100,11 +100,7 @@ class ChunkDownload implements Download {
     if (this.finished) return { value: undefined, done: true };
     let source = this.source;
     if (source === undefined) {
-      if (this.options.length === 0) {
-        this.finished = true;
-        await this.file.close();
-        return { value: undefined, done: true };
-      }
+      if (this.options.length === 0) return this.return(); // nothing to send: just close
       source = this.start();
     } else if (this.handed > 0) {
       // The time since the last ask is what the reader took for that chunk, waits included.

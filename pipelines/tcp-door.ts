@@ -13,7 +13,7 @@ import {
 } from 'node:tls';
 import { Listeners } from './listeners.js';
 import { cutFailedHandshakes } from '../lib/tls.js';
-import { ProtocolError } from '../lib/errors.js';
+import { ProtocolError, shuttingDown } from '../lib/errors.js';
 import { IdleTimer } from '../lib/limits.js';
 import { ChunkPool } from '../lib/chunk-pool.js';
 import { infoLine } from '../lib/log.js';
@@ -98,7 +98,7 @@ export class TcpDoor implements Door {
     const release = limiter.acquire(socket.remoteAddress ?? '');
     const quitting = this.context.isQuitting();
     const refusal = quitting
-      ? new ProtocolError('SHUTTING_DOWN', 'the server is shutting down')
+      ? shuttingDown()
       : !release
         ? new ProtocolError('BUSY', 'too many connections; try again later')
         : this.protectedMode(socket);

@@ -33,9 +33,9 @@ export const SERVER_JS = compiled('server.js');
  * little short-lived garbage; with room for it V8 lets the young generation grow to some 40
  * MiB of RSS, a third of the memory of 100 slow readers (150 → 117 MiB peak). At 1 MiB, a
  * small READ's objects outlived the young collections that came every few milliseconds under
- * 200 clients, and were promoted and marked: 2 MiB made 7 % more READs with two threads, for
- * 2 MiB more at the slow readers' peak (4 MiB: 123 MiB; ARCHITECTURE.md, "Chunk sizes and
- * memory").
+ * 200 clients, and were promoted and marked: 2 MiB made 7 % more READs with two threads, and
+ * the slow readers' peak stayed about where it was (median 114.2 → 112.1 MiB, worst round
+ * 114.5 → 117.3; with 4 MiB, 123.0 and 144.6; ARCHITECTURE.md, "Chunk sizes and memory").
  */
 export const SERVER_NODE_FLAGS = ['--max-semi-space-size=2'];
 
