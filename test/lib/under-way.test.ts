@@ -4,20 +4,7 @@
  */
 import t from 'tap';
 import { UnderWay } from '../../lib/under-way.js';
-
-function deferred<T>(): {
-  promise: Promise<T>;
-  resolve: (value: T) => void;
-  reject: (error: Error) => void;
-} {
-  let resolve!: (value: T) => void;
-  let reject!: (error: Error) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+import { deferred } from '../helpers/deferred.js';
 
 t.test('add() hands back the same promise', async (t) => {
   const underWay = new UnderWay<number>();
