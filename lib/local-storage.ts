@@ -27,6 +27,7 @@ import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { ReadPolicy } from './read-policy.js';
 import { UnderWay } from './under-way.js';
+import { WriteBehind } from './write-behind.js';
 import { LocalReservations, LocalTally, type Reservations, type Tally } from './shared-counts.js';
 import type { CatalogEntry, Storage, StoredFile, Upload, UploadOptions } from './storage.js';
 
@@ -53,7 +54,15 @@ export interface LocalStorageOptions {
    * must not: they are the other threads' uploads in progress.
    */
   removeLeftovers?: boolean;
+  /**
+   * An upload's file is synced in the background after every this many bytes, so that the
+   * fsync before the reply has little left to write (lib/write-behind.ts); 0 turns it off.
+   */
+  writeBehindBytes?: number;
 }
+
+/** 16 MiB: 8, 16 and 64 all took a 1 GiB WRITE from 0.84× to 1.15–1.19× raw-node. */
+export const WRITE_BEHIND_BYTES = 16 * 1024 * 1024;
 
 function errno(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
@@ -105,6 +114,8 @@ export class LocalStorage implements Storage {
   readonly catalog: CatalogCache;
   /** Small reads in place while the page cache answers them (read-policy.ts). */
   private readonly readPolicy = new ReadPolicy();
+  /** Bytes between an upload's background syncs. */
+  private readonly writeBehindBytes: number;
 
   private constructor(root: string, options: LocalStorageOptions) {
     this.root = root;
@@ -112,6 +123,7 @@ export class LocalStorage implements Storage {
     this.catalog = new CatalogCache(root, options.catalog);
     this.locks = options.locks ?? new LocalTally();
     this.reservations = options.reservations ?? new LocalReservations();
+    this.writeBehindBytes = options.writeBehindBytes ?? WRITE_BEHIND_BYTES;
   }
 
   /** Creates the root if missing and deletes temporary files left by a crash. */
@@ -311,16 +323,19 @@ export class LocalStorage implements Storage {
       return aborting;
     };
 
+    const writeBehind = new WriteBehind(file, this.writeBehindBytes);
     const upload: Upload = {
       write: async (chunks) => {
         try {
           let total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+          const bytes = total;
           let pending = chunks;
           while (total > 0) {
             const { bytesWritten } = await file.writev(pending);
             total -= bytesWritten;
             if (total > 0) pending = [Buffer.concat(pending).subarray(bytesWritten)];
           }
+          writeBehind.written(bytes);
         } catch (error) {
           throw uploadFault(error);
         }
@@ -328,6 +343,7 @@ export class LocalStorage implements Storage {
       publish: async () => {
         let replaced: boolean;
         try {
+          await writeBehind.settled();
           await file.sync();
           replaced = await this.publish(tempPath, path, replace);
         } catch (error) {

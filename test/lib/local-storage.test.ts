@@ -1,20 +1,42 @@
 /**
  * LocalStorage's close() against uploads still starting: FORCEQUIT (and QUIT) rest on it to
- * leave no temporary file behind. The rest of the store is tested through the stages that use
- * it (test/pipelines) and in test/security.
+ * leave no temporary file behind; and an upload's background syncs (write-behind), whose
+ * failure must fail the upload and which an abort must wait for. The rest of the store is
+ * tested through the stages that use it (test/pipelines) and in test/security.
  */
 import t, { type Test } from 'tap';
 import { readdirSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, readdir, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalStorage } from '../../lib/local-storage.js';
+import { LocalStorage, type LocalStorageOptions } from '../../lib/local-storage.js';
 
-async function openStorage(t: Test): Promise<LocalStorage> {
+async function openStorage(t: Test, options: LocalStorageOptions = {}): Promise<LocalStorage> {
   const root = await mkdtemp(join(tmpdir(), 'ioe-local-storage-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
-  return LocalStorage.open(root);
+  return LocalStorage.open(root, options);
 }
+
+/** Puts `datasync` of every FileHandle in the test's hands until the test ends. */
+async function replaceDatasync(
+  t: Test,
+  replacement: (original: () => Promise<void>) => Promise<void>,
+): Promise<void> {
+  const probe = await open(__filename_of_test(), 'r');
+  const prototype = Object.getPrototypeOf(probe) as FileHandle;
+  await probe.close();
+  const original = Object.getOwnPropertyDescriptor(prototype, 'datasync')!;
+  Object.defineProperty(prototype, 'datasync', {
+    ...original,
+    value(this: FileHandle) {
+      return replacement(() => (original.value as () => Promise<void>).call(this));
+    },
+  });
+  t.teardown(() => Object.defineProperty(prototype, 'datasync', original));
+}
+
+const __filename_of_test = (): string => new URL(import.meta.url).pathname;
 
 const tempFiles = (root: string): string[] =>
   readdirSync(root).filter((name) => name.startsWith('.ioe-upload-'));
@@ -77,4 +99,63 @@ t.test('close() with an upload in progress: aborted, its file deleted', async (t
   await storage.close();
   t.same(await readdir(storage.root), [], 'the partial upload is gone');
   await t.rejects(storage.beginUpload('late.mp4', 1), { code: 'SHUTTING_DOWN' }, 'and no new one');
+});
+
+const KiB = 1024;
+
+t.test(
+  'an upload past writeBehindBytes syncs in the background and publishes every byte',
+  async (t) => {
+    let syncs = 0;
+    await replaceDatasync(t, (original) => {
+      syncs++;
+      return original();
+    });
+    const storage = await openStorage(t, { writeBehindBytes: 64 * KiB });
+    t.teardown(() => storage.close());
+    const bytes = randomBytes(1024 * KiB);
+    const upload = await storage.beginUpload('a/clip.mp4', bytes.length);
+    for (let at = 0; at < bytes.length; at += 16 * KiB) {
+      await upload.write([bytes.subarray(at, at + 16 * KiB)]);
+    }
+    await upload.publish({ sha256: '' });
+    t.ok(syncs >= 2, `background syncs ran (${syncs})`);
+    t.ok(syncs <= 16, 'no more than one per 64 KiB');
+    t.ok((await readFile(join(storage.root, 'a/clip.mp4'))).equals(bytes), 'the same bytes');
+    t.same(tempFiles(storage.root), []);
+  },
+);
+
+t.test('a failed background sync fails the upload; nothing is published', async (t) => {
+  await replaceDatasync(t, () =>
+    Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })),
+  );
+  const storage = await openStorage(t, { writeBehindBytes: 64 * KiB });
+  t.teardown(() => storage.close());
+  const upload = await storage.beginUpload('clip.mp4', 256 * KiB);
+  const chunk = Buffer.alloc(64 * KiB, 1);
+  await upload.write([chunk]); // starts the sync that fails
+  await new Promise(setImmediate);
+  await t.rejects(upload.write([chunk]), { code: 'EIO' }, 'the next write fails');
+  await t.rejects(upload.publish({ sha256: '' }), { code: 'EIO' }, 'and so does a publish');
+  t.same(await readdir(storage.root), [], 'nothing published, no temporary file');
+});
+
+t.test('an abort during a background sync waits for it, then deletes the file', async (t) => {
+  let syncing: Promise<void> | undefined;
+  await replaceDatasync(t, (original) => (syncing = original()));
+  const storage = await openStorage(t, { writeBehindBytes: 1024 * KiB });
+  t.teardown(() => storage.close());
+  const upload = await storage.beginUpload('clip.mp4', 4096 * KiB);
+  await upload.write([Buffer.alloc(1024 * KiB, 1)]);
+  t.ok(syncing, 'a sync runs');
+  let synced = 'no';
+  void syncing!.then(
+    () => (synced = 'yes'),
+    (error: NodeJS.ErrnoException) => (synced = `failed: ${error.code}`),
+  );
+  await upload.abort(); // at once, while the sync of 1 MiB runs
+  // Closed under the sync, the descriptor could be reused by another file before it ran.
+  t.equal(synced, 'yes', 'the sync ended, well, before the abort did');
+  t.same(await readdir(storage.root), [], 'the temporary file is gone');
 });
