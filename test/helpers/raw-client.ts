@@ -6,8 +6,12 @@
  */
 import { connect, type Socket } from 'node:net';
 
-/** Default upper bound for any single wait. */
-export const WAIT_MS = 5000;
+/**
+ * Default upper bound for any single wait: long, because it only bounds a failure. On a shared
+ * 2-core VM a reply that needs an fsync once took over 5 s while other suites wrote and
+ * deleted big files (CI, 2026-12-02).
+ */
+export const WAIT_MS = 20_000;
 
 export class RawClient {
   readonly socket: Socket;

@@ -18,8 +18,11 @@ import { pino } from 'pino';
 import { MediaServer } from '../../pipelines/server.js';
 import { eventually, sleep } from '../helpers/raw-client.js';
 
-/** Every child program is killed after this long. */
-const RUN_MS = 15_000;
+/**
+ * Every child program is killed after this long: it only ends a stuck one. On a shared VM
+ * with a cold page cache, `ffmpeg -version` once took over 15 s (CI, 2026-12-02).
+ */
+const RUN_MS = 60_000;
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 const sha256b64 = (data: Buffer): string => createHash('sha256').update(data).digest('base64');
