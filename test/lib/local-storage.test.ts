@@ -18,12 +18,15 @@ async function openStorage(t: Test, options: LocalStorageOptions = {}): Promise<
   return LocalStorage.open(root, options);
 }
 
+/** This test file: any file will do to reach FileHandle's prototype. */
+const thisFile = (): string => new URL(import.meta.url).pathname;
+
 /** Puts `datasync` of every FileHandle in the test's hands until the test ends. */
 async function replaceDatasync(
   t: Test,
   replacement: (original: () => Promise<void>) => Promise<void>,
 ): Promise<void> {
-  const probe = await open(__filename_of_test(), 'r');
+  const probe = await open(thisFile(), 'r');
   const prototype = Object.getPrototypeOf(probe) as FileHandle;
   await probe.close();
   const original = Object.getOwnPropertyDescriptor(prototype, 'datasync')!;
@@ -35,8 +38,6 @@ async function replaceDatasync(
   });
   t.teardown(() => Object.defineProperty(prototype, 'datasync', original));
 }
-
-const __filename_of_test = (): string => new URL(import.meta.url).pathname;
 
 const tempFiles = (root: string): string[] =>
   readdirSync(root).filter((name) => name.startsWith('.ioe-upload-'));
@@ -156,6 +157,6 @@ t.test('an abort during a background sync waits for it, then deletes the file', 
   );
   await upload.abort(); // at once, while the sync of 1 MiB runs
   // Closed under the sync, the descriptor could be reused by another file before it ran.
-  t.equal(synced, 'yes', 'the sync ended, well, before the abort did');
+  t.equal(synced, 'yes', 'the sync ended before the abort did');
   t.same(await readdir(storage.root), [], 'the temporary file is gone');
 });
