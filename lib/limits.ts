@@ -54,12 +54,18 @@ export interface IdleTimerOptions {
    * reading, which counts as progress.
    */
   sentBytes: () => number;
+  /**
+   * The server is working on a request (opening, listing, hashing, publishing): the client
+   * waits for us, which is not idleness, however slow the disk.
+   */
+  serverWorking?: () => boolean;
 }
 
 /**
  * Fires when neither `touch()` (a complete command, payload bytes) nor sent bytes have moved
- * for `timeoutMs`. It checks on a coarse tick (a quarter of the timeout, 50 ms to 1 s) rather
- * than re-arming a timer per chunk, so a busy transfer costs nothing.
+ * for `timeoutMs` while the server was not working on a request. It checks on a coarse tick
+ * (a quarter of the timeout, 50 ms to 1 s) rather than re-arming a timer per chunk, so a busy
+ * transfer costs nothing.
  */
 export class IdleTimer {
   private last = Date.now();
@@ -84,7 +90,7 @@ export class IdleTimer {
 
   private check(): void {
     const sent = this.options.sentBytes();
-    if (sent !== this.lastSent) {
+    if (sent !== this.lastSent || this.options.serverWorking?.()) {
       this.lastSent = sent;
       this.last = Date.now();
     }

@@ -105,6 +105,8 @@ export class CommandRouter extends Transform {
   private inbound?: Inbound;
   /** A READ's bytes are being sent: an ERR now would break the framing. */
   private sendingPayload = false;
+  /** A WRITE's chunk is with the store, which has not yet taken it (the disk is slow). */
+  private storingPayload = false;
   private demandWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   private readonly options: CommandRouterOptions;
   /** Chunk sizes for this connection's downloads, following its reader's pace. */
@@ -121,6 +123,17 @@ export class CommandRouter extends Transform {
     super({ writableObjectMode: true, readableHighWaterMark: 0 });
     this.options = options;
     this.pacer = new ChunkPacer({ budget: options.chunkBudget });
+  }
+
+  /**
+   * The request in flight waits on the server (the store, the hash, a publish's fsync), not on
+   * the client: no payload bytes owed by it, no reply bytes waiting for it to read them.
+   */
+  get serverWorking(): boolean {
+    if (!this.busy || this.closing) return false;
+    const awaitingPayload =
+      this.inbound !== undefined && this.inbound.left > 0 && !this.storingPayload;
+    return !awaitingPayload && this.demandWaiters.length === 0;
   }
 
   /** QUIT: finish what is in flight, then answer SHUTTING_DOWN and close. Idle closes now. */
@@ -491,7 +504,9 @@ export class CommandRouter extends Transform {
     inbound.left -= chunk.length;
     inbound.received += chunk.length;
     this.options.onProgress?.();
+    this.storingPayload = true;
     const next = (): void => {
+      this.storingPayload = false;
       if (inbound.left > 0) callback();
       else this.completeWrite(inbound).then(() => callback(), callback);
     };

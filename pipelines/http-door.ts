@@ -23,6 +23,11 @@ import { cutAfter, type Door, type DoorContext } from './door.js';
 import { Listeners } from './listeners.js';
 import { HttpError, HttpRequestHandler } from './http-request.js';
 
+/** The response a socket is answering now, if any (Node's own link between the two). */
+function responseOf(socket: Socket): ServerResponse | undefined {
+  return (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
+}
+
 /** Headers must be complete within the idle timeout, and never more than this. */
 const MAX_HEADERS_MS = 30_000;
 /** How often Node checks for slow headers. */
@@ -168,6 +173,12 @@ export class HttpDoor implements Door {
       // Bytes in either direction: a body arriving or a reader reading. Slow headers are
       // Node's headersTimeout; an idle keep-alive connection is its keepAliveTimeout.
       sentBytes: () => socket.bytesRead + socket.bytesWritten - socket.writableLength,
+      // A request whose body is all here and whose answer has not begun waits on the server
+      // (opening, publishing), not on the client.
+      serverWorking: () => {
+        const res = responseOf(socket);
+        return res !== undefined && res.req.complete && !res.headersSent;
+      },
       onTimeout: () => this.timeout(socket),
     });
     socket.once('close', () => {
@@ -179,7 +190,7 @@ export class HttpDoor implements Door {
 
   /** No progress for the idle timeout: a stalled body gets 408, a stalled reader is cut. */
   private timeout(socket: Socket): void {
-    const res = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+    const res = responseOf(socket);
     this.context.log.info({ door: 'http', peer: socket.remoteAddress }, 'idle timeout');
     if (res && !res.headersSent) {
       this.handler?.fail(res, new HttpError('TIMEOUT', 'no progress for the idle timeout'), {

@@ -116,6 +116,7 @@ export class TcpDoor implements Door {
     const idle = new IdleTimer({
       timeoutMs: this.context.idleTimeoutSeconds * 1000,
       sentBytes: () => socket.bytesWritten - socket.writableLength,
+      serverWorking: () => router.serverWorking,
       onTimeout: () => {
         log.info('idle timeout');
         router.timeout();

@@ -1,7 +1,8 @@
 /**
  * The idle timeout (SECURITY.md, "Hostile clients"): a client cannot hold a connection open by
  * trickling bytes that never make a command, and a reader that stops reading a big READ is
- * dropped, while other clients keep being served.
+ * dropped, while other clients keep being served. A slow disk is not an idle client: what the
+ * server itself takes (listing, opening, publishing) never counts against the client.
  */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -11,6 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MediaServer } from '../../pipelines/server.js';
 import { connect } from '../../pipelines/client.js';
+import { LocalStorage } from '../../lib/local-storage.js';
+import type { Storage } from '../../lib/storage.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { HttpConn, buildRequest } from '../helpers/http-client.js';
 
 const IDLE_SECONDS = 1;
 
@@ -115,4 +120,72 @@ t.test('a reader that stops reading is dropped; others are still served', async 
   t.ok(reader.destroyed || reader.readableEnded, 'the reader sees the connection closed');
   t.ok(received < size + header.indexOf('\n') + 1, `it got only part of the file (${received})`);
   t.equal((await other.list()).length, 2, 'and the other client is still served');
+});
+
+/** The local store with every step the server awaits (list, open, begin, publish) `ms` slower. */
+async function slowStore(root: string, ms: number): Promise<Storage> {
+  const local = await LocalStorage.open(root);
+  const slow = async <T>(step: () => Promise<T>): Promise<T> => {
+    await sleep(ms);
+    return step();
+  };
+  return {
+    list: () => slow(() => local.list()),
+    open: (name) => slow(() => local.open(name)),
+    beginUpload: async (name, size, options) => {
+      const upload = await slow(() => local.beginUpload(name, size, options));
+      return {
+        write: (chunks) => upload.write(chunks),
+        publish: (digest) => slow(() => upload.publish(digest)),
+        abort: () => upload.abort(),
+      };
+    },
+    close: () => local.close(),
+  };
+}
+
+t.test('a store slower than the idle timeout is not an idle client, on either door', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'ioe-idle-'));
+  const root = join(base, 'media');
+  mkdirSync(root);
+  writeFileSync(join(root, 'a.mp3'), 'a tune');
+  const stepMs = IDLE_SECONDS * 1000 + 1000; // each step outlasts the timeout and its tick
+  const server = await MediaServer.create({
+    root,
+    host: '127.0.0.1',
+    port: 0,
+    httpPort: 0,
+    idleTimeoutSeconds: IDLE_SECONDS,
+    storage: await slowStore(root, stepMs),
+  });
+  const { port } = await server.listen();
+  const httpPort = server.httpAddress!.port;
+  t.teardown(async () => {
+    await server.forceQuit();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  const tcp = await RawClient.connect(port);
+  t.teardown(() => tcp.destroy());
+  await tcp.send('LIST\n');
+  t.match(await tcp.readLine(), /^OK 1$/, 'LIST: answered, not TIMEOUT');
+  await tcp.readLine();
+  await tcp.send('HASH,a.mp3\n');
+  t.match(await tcp.readLine(), /^OK [0-9a-f]{64} 6$/, 'HASH');
+  await tcp.send('READ,a.mp3\n');
+  t.equal(await tcp.readLine(), 'OK 6', 'READ');
+  t.equal((await tcp.readBytes(6)).toString(), 'a tune');
+  await tcp.send('WRITE,b.mp3,4\nbeat'); // begin and publish: twice the timeout
+  t.match(await tcp.readLine(), /^OK 4 [0-9a-f]{64}$/, 'WRITE');
+
+  const http = await HttpConn.connect(httpPort);
+  t.teardown(() => http.destroy());
+  await http.send(
+    buildRequest(httpPort, { method: 'PUT', target: '/media/c.mp3', body: Buffer.from('drum') }),
+  );
+  t.equal((await http.readResponse()).status, 201, 'an HTTP PUT: 201, not 408');
+  await http.send(buildRequest(httpPort, { target: '/media/c.mp3' }));
+  const got = await http.readResponse();
+  t.equal(got.status, 200, 'an HTTP GET');
+  t.equal(got.body.toString(), 'drum');
 });
