@@ -108,9 +108,11 @@ t.test(
   'an upload past writeBehindBytes syncs in the background and publishes every byte',
   async (t) => {
     let syncs = 0;
-    await replaceDatasync(t, (original) => {
+    // Each background sync ends at once, so the count does not hang on the disk's speed (a
+    // real one could outlast the whole upload); the abort test below runs real ones.
+    await replaceDatasync(t, () => {
       syncs++;
-      return original();
+      return Promise.resolve();
     });
     const storage = await openStorage(t, { writeBehindBytes: 64 * KiB });
     t.teardown(() => storage.close());
@@ -120,8 +122,7 @@ t.test(
       await upload.write([bytes.subarray(at, at + 16 * KiB)]);
     }
     await upload.publish({ sha256: '' });
-    t.ok(syncs >= 2, `background syncs ran (${syncs})`);
-    t.ok(syncs <= 16, 'no more than one per 64 KiB');
+    t.equal(syncs, 16, 'one background sync per 64 KiB written');
     t.ok((await readFile(join(storage.root, 'a/clip.mp4'))).equals(bytes), 'the same bytes');
     t.same(tempFiles(storage.root), []);
   },
