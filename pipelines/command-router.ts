@@ -105,8 +105,6 @@ export class CommandRouter extends Transform {
   private inbound?: Inbound;
   /** A READ's bytes are being sent: an ERR now would break the framing. */
   private sendingPayload = false;
-  /** A WRITE's chunk is with the store, which has not yet taken it (the disk is slow). */
-  private storingPayload = false;
   private demandWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   private readonly options: CommandRouterOptions;
   /** Chunk sizes for this connection's downloads, following its reader's pace. */
@@ -131,8 +129,10 @@ export class CommandRouter extends Transform {
    */
   get serverWorking(): boolean {
     if (!this.busy || this.closing) return false;
+    // A chunk the store has not yet taken (the intake waits to drain) is the server's time.
+    const inbound = this.inbound;
     const awaitingPayload =
-      this.inbound !== undefined && this.inbound.left > 0 && !this.storingPayload;
+      inbound !== undefined && inbound.left > 0 && inbound.intake?.writableNeedDrain !== true;
     return !awaitingPayload && this.demandWaiters.length === 0;
   }
 
@@ -504,9 +504,7 @@ export class CommandRouter extends Transform {
     inbound.left -= chunk.length;
     inbound.received += chunk.length;
     this.options.onProgress?.();
-    this.storingPayload = true;
     const next = (): void => {
-      this.storingPayload = false;
       if (inbound.left > 0) callback();
       else this.completeWrite(inbound).then(() => callback(), callback);
     };

@@ -15,13 +15,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Test } from 'tap';
 import { MediaServer, type ServerOptions } from '../../pipelines/server.js';
+import { WAIT_MS } from './raw-client.js';
 
-/**
- * Default upper bound for any single wait: long, because it only bounds a failure. On a shared
- * 2-core VM a reply that needs an fsync once took over 5 s while other suites wrote and
- * deleted big files (CI, 2026-12-02).
- */
-export const WAIT_MS = 20_000;
+/** Default upper bound for any single wait: the raw client's. */
+export { WAIT_MS };
 
 export interface HttpResponse {
   /** `HTTP/1.1` */

@@ -122,7 +122,10 @@ t.test('a reader that stops reading is dropped; others are still served', async 
   t.equal((await other.list()).length, 2, 'and the other client is still served');
 });
 
-/** The local store with every step the server awaits (list, open, begin, publish) `ms` slower. */
+/**
+ * The local store with every step the server awaits (list, open, begin, publish, an upload's
+ * first write) `ms` slower.
+ */
 async function slowStore(root: string, ms: number): Promise<Storage> {
   const local = await LocalStorage.open(root);
   const slow = async <T>(step: () => Promise<T>): Promise<T> => {
@@ -134,8 +137,13 @@ async function slowStore(root: string, ms: number): Promise<Storage> {
     open: (name) => slow(() => local.open(name)),
     beginUpload: async (name, size, options) => {
       const upload = await slow(() => local.beginUpload(name, size, options));
+      let written = false;
       return {
-        write: (chunks) => upload.write(chunks),
+        write: (chunks) => {
+          if (written) return upload.write(chunks);
+          written = true;
+          return slow(() => upload.write(chunks));
+        },
         publish: (digest) => slow(() => upload.publish(digest)),
         abort: () => upload.abort(),
       };
@@ -175,8 +183,13 @@ t.test('a store slower than the idle timeout is not an idle client, on either do
   await tcp.send('READ,a.mp3\n');
   t.equal(await tcp.readLine(), 'OK 6', 'READ');
   t.equal((await tcp.readBytes(6)).toString(), 'a tune');
-  await tcp.send('WRITE,b.mp3,4\nbeat'); // begin and publish: twice the timeout
+  await tcp.send('WRITE,b.mp3,4\nbeat'); // begin, first write and publish: three timeouts
   t.match(await tcp.readLine(), /^OK 4 [0-9a-f]{64}$/, 'WRITE');
+  // More than the upload's buffer (1 MiB) while the store's first write lags: the payload
+  // waits for the store to drain, which is the server's time, not the client's.
+  const big = randomBytes(3 * 1024 * 1024);
+  await tcp.send(Buffer.concat([Buffer.from(`WRITE,big.mp4,${big.length}\n`), big]));
+  t.match(await tcp.readLine(), new RegExp(`^OK ${big.length} [0-9a-f]{64}$`), 'a big WRITE');
 
   const http = await HttpConn.connect(httpPort);
   t.teardown(() => http.destroy());
