@@ -25,6 +25,36 @@ export interface FileRangeOptions {
   headroom?: number;
 }
 
+/**
+ * Memory for a chunk of `size` bytes, with `room` free bytes before it in the same memory. Not
+ * from Node's shared pool: a chunk may wait in a socket buffer for a long time.
+ */
+function chunkMemory(size: number, buffers?: { take(size: number): Buffer }, room = 0): Buffer {
+  const memory = buffers?.take(room + size) ?? Buffer.allocUnsafeSlow(room + size);
+  return room === 0 ? memory : memory.subarray(room);
+}
+
+/**
+ * `length` bytes of `fd` from `offset`, read in place into one buffer (with `headroom` free bytes
+ * before it in its memory); fewer if the file ends first. For a small read the page cache
+ * answers (read-policy.ts): one read, no stream.
+ */
+export function readRangeNow(
+  fd: number,
+  offset: number,
+  length: number,
+  { buffers, headroom }: Pick<FileRangeOptions, 'buffers' | 'headroom'> = {},
+): Buffer {
+  const buffer = chunkMemory(length, buffers, headroom);
+  let got = 0;
+  while (got < length) {
+    const bytesRead = readSync(fd, buffer, got, length - got, offset + got);
+    if (bytesRead === 0) break; // it shrank
+    got += bytesRead;
+  }
+  return got === length ? buffer : buffer.subarray(0, got);
+}
+
 export class FileRangeStream extends Readable {
   private fd: number | undefined;
   private readonly chunkBytes: () => number;
@@ -61,11 +91,8 @@ export class FileRangeStream extends Readable {
       return;
     }
     const want = Math.max(1, Math.min(this.chunkBytes(), this.left));
-    // Not from Node's shared pool: a chunk may wait in a socket buffer for a long time.
-    const room = this.room;
+    const buffer = chunkMemory(want, this.buffers, this.room);
     this.room = 0;
-    const memory = this.buffers?.take(room + want) ?? Buffer.allocUnsafeSlow(room + want);
-    const buffer = room === 0 ? memory : memory.subarray(room);
     const fd = this.fd;
     const policy = this.policy;
     if (policy?.inPlace(want)) {

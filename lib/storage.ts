@@ -47,6 +47,14 @@ export interface StoredFile {
    * `close()` instead when the bytes are not wanted.
    */
   stream(offset: number, length: number, options?: StreamOptions): Readable;
+  /**
+   * A store that can read a small range at once, without waiting (the local store, while the
+   * page cache answers): `length` bytes from `offset` as one buffer (fewer if the file ended
+   * first), read on the caller's thread, in `buffers` memory after `headroom` free bytes (any
+   * `chunkBytes` is ignored). It closes the file when it returns bytes or throws; it returns
+   * undefined, and leaves the file open for `stream`, when it cannot answer now.
+   */
+  readNow?(offset: number, length: number, options?: StreamOptions): Buffer | undefined;
   close(): Promise<void>;
 }
 

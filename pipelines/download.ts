@@ -97,17 +97,20 @@ class ChunkDownload implements Download {
   }
 
   async next(): Promise<IteratorResult<Buffer, void>> {
-    if (this.finished) return { value: undefined, done: true };
-    let source = this.source;
-    if (source === undefined) {
-      if (this.options.length === 0) return this.return(); // nothing to send: just close
-      source = this.start();
-    } else if (this.handed > 0) {
+    if (this.handed > 0) {
       // The time since the last ask is what the reader took for that chunk, waits included.
       const now = performance.now();
       this.options.pacer.paced(this.handed, now - this.since);
       this.since = now;
       this.handed = 0;
+    }
+    if (this.finished) return { value: undefined, done: true };
+    let source = this.source;
+    if (source === undefined) {
+      if (this.options.length === 0) return this.return(); // nothing to send: just close
+      const whole = this.readWhole();
+      if (whole !== undefined) return { value: whole, done: false };
+      source = this.start();
     }
     let chunk: Buffer | null | undefined;
     try {
@@ -142,6 +145,34 @@ class ChunkDownload implements Download {
       }
     }
     return { value: undefined, done: true };
+  }
+
+  /**
+   * The whole range as one chunk, header included, when it fits in one (the pacer's size) and
+   * the store reads it at once (`readNow`: a small file in the page cache); undefined, the file
+   * still open, otherwise. No stream is made and the file is closed: a READ of a 64 KiB file
+   * spent about a tenth of its main-thread work on the stream. The budget is not entered: the
+   * chunk is no larger than the stream's first would be, and nothing is read ahead of it.
+   */
+  private readWhole(): Buffer | undefined {
+    const { offset, length, pacer, pool, header } = this.options;
+    if (this.file.readNow === undefined || length > pacer.size) return undefined;
+    this.since = performance.now();
+    let chunk: Buffer | undefined;
+    try {
+      chunk = this.file.readNow(offset, length, { buffers: pool, headroom: header?.length });
+    } catch (error) {
+      this.finish(); // the store closed the file
+      throw error;
+    }
+    if (chunk === undefined) return undefined;
+    this.finish();
+    // Nothing has left yet: a file that shrank is an error the door can still answer.
+    if (chunk.length !== length) throw new ShrunkError(chunk.length, length);
+    this.sent = length;
+    this.handed = length;
+    this.lead = undefined;
+    return header === undefined ? chunk : withHeader(header, chunk, true);
   }
 
   /** Opens the file's stream. */

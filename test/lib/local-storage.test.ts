@@ -2,12 +2,22 @@
  * LocalStorage's close() against uploads still starting: FORCEQUIT (and QUIT) rest on it to
  * leave no temporary file behind; and an upload's background syncs (write-behind), whose
  * failure must fail the upload and which an abort must wait for. The rest of the store is
- * tested through the stages that use it (test/pipelines) and in test/security.
+ * tested through the stages that use it (test/pipelines) and in test/security; here too, its
+ * read at once (`readNow`), which keeps nothing between READs and so is never stale or mixed.
  */
 import t, { type Test } from 'tap';
 import { readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, readFile, rm, type FileHandle } from 'node:fs/promises';
+import {
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  writeFile,
+  type FileHandle,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalStorage, type LocalStorageOptions } from '../../lib/local-storage.js';
@@ -160,4 +170,66 @@ t.test('an abort during a background sync waits for it, then deletes the file', 
   // Closed under the sync, the descriptor could be reused by another file before it ran.
   t.equal(synced, 'yes', 'the sync ended before the abort did');
   t.same(await readdir(storage.root), [], 'the temporary file is gone');
+});
+
+/** Open descriptors of this process. */
+const fds = (): number => readdirSync('/proc/self/fd').length;
+
+t.test('readNow: the range at once, after the room asked for; the file closed', async (t) => {
+  const storage = await openStorage(t);
+  const bytes = randomBytes(50_000);
+  await writeFile(join(storage.root, 'a.jpg'), bytes);
+  const before = fds();
+  const file = await storage.open('a.jpg');
+  t.equal(fds(), before + 1);
+  const chunk = file.readNow?.(123, 40_000, { headroom: 9 });
+  t.ok(chunk?.equals(bytes.subarray(123, 40_123)), 'exactly the range');
+  t.ok(chunk && chunk.byteOffset >= 9 && chunk.buffer.byteLength >= 9 + 40_000, 'room before it');
+  t.equal(fds(), before, 'closed');
+  await file.close(); // nothing left to close: not a second close of a reused number
+  t.throws(() => file.readNow?.(0, 1), /already/, 'once only');
+
+  const past = await storage.open('a.jpg');
+  t.equal(past.readNow?.(49_990, 100)?.length, 10, 'fewer bytes where the file ends');
+  t.equal(fds(), before);
+});
+
+t.test('readNow: a range larger than a read in place is left to the stream', async (t) => {
+  const storage = await openStorage(t);
+  const bytes = randomBytes(300_000);
+  await writeFile(join(storage.root, 'b.mp4'), bytes);
+  const before = fds();
+  const file = await storage.open('b.mp4');
+  t.equal(file.readNow?.(0, bytes.length), undefined, 'not at once');
+  t.equal(fds(), before + 1, 'still open, for the stream');
+  const chunks: Buffer[] = [];
+  for await (const chunk of file.stream(0, bytes.length)) chunks.push(chunk as Buffer);
+  t.ok(Buffer.concat(chunks).equals(bytes));
+  t.equal(fds(), before);
+});
+
+t.test('readNow: a file changed or replaced on disk is never stale, never mixed', async (t) => {
+  const storage = await openStorage(t);
+  const path = join(storage.root, 'c.jpg');
+  const first = randomBytes(64 * 1024);
+  const second = randomBytes(64 * 1024);
+  const third = randomBytes(64 * 1024);
+  await writeFile(path, first);
+  t.ok((await storage.open('c.jpg')).readNow?.(0, first.length)?.equals(first));
+
+  // Rewritten in place, same size: the next READ has the new bytes.
+  await writeFile(path, second);
+  t.ok((await storage.open('c.jpg')).readNow?.(0, second.length)?.equals(second), 'rewritten');
+
+  // Replaced (a new file renamed over it) while a READ holds it open: that READ gets the file it
+  // opened, whole; the next one the new file.
+  const held = await storage.open('c.jpg');
+  await writeFile(join(storage.root, 'next.tmp'), third);
+  await rename(join(storage.root, 'next.tmp'), path);
+  t.ok(held.readNow?.(0, second.length)?.equals(second), 'the open file, whole, not mixed');
+  t.ok((await storage.open('c.jpg')).readNow?.(0, third.length)?.equals(third), 'replaced');
+
+  // Removed: not found, nothing remembered.
+  await rm(path);
+  await t.rejects(storage.open('c.jpg'), { code: 'NOT_FOUND' });
 });

@@ -182,15 +182,18 @@ t.test('chunk sizes are the pacer sizes, asked before each read', async (t) => {
   const file = await storage.open(name);
   const chunks = await collect(download(file, { offset: 0, length: bytes.length, pacer }));
   t.ok(Buffer.concat(chunks).equals(bytes), 'the bytes');
-  t.equal(pacer.asks.length, chunks.length, 'one ask per chunk');
+  // The first ask: does the whole range fit in one chunk (it does not)?
+  const asks = pacer.asks.slice(1);
+  t.equal(pacer.asks[0], 4 * KiB, 'asked first whether the range fits in one chunk');
+  t.equal(asks.length, chunks.length, 'then one ask per chunk');
   t.equal(chunks[0].length, 4 * KiB, 'the first chunk is the start size');
   for (let i = 0; i < chunks.length - 1; i++) {
-    if (chunks[i].length !== pacer.asks[i]) {
-      t.fail(`chunk ${i} is ${chunks[i].length} bytes, the pacer said ${pacer.asks[i]}`);
+    if (chunks[i].length !== asks[i]) {
+      t.fail(`chunk ${i} is ${chunks[i].length} bytes, the pacer said ${asks[i]}`);
     }
   }
   const last = chunks.length - 1;
-  t.ok(chunks[last].length <= pacer.asks[last], 'the last chunk is at most its size (the rest)');
+  t.ok(chunks[last].length <= asks[last], 'the last chunk is at most its size (the rest)');
   // The pace of a chunk is learned once the consumer has taken it and asks for the next.
   t.equal(pacer.paces.length, chunks.length, 'the pacer learns of every chunk taken');
   t.same(
@@ -541,4 +544,144 @@ t.test('chunk buffers come from the pool, and are reused after free()', async (t
   t.equal(copies.length, 64);
   t.ok(memories.size <= 3, `${memories.size} buffers for 64 chunks`);
   t.ok(Buffer.concat(copies).equals(bytes), 'reuse never corrupts a chunk before it is freed');
+});
+
+/** A file of the store whose `stream` and `readNow` calls are counted. */
+function counted(file: StoredFile): { file: StoredFile; streams: number; readNows: number } {
+  const spy = { file, streams: 0, readNows: 0 };
+  spy.file = {
+    ...file,
+    size: file.size,
+    stream: (offset, length, options) => {
+      spy.streams++;
+      return file.stream(offset, length, options);
+    },
+    readNow:
+      file.readNow &&
+      ((offset, length, options) => {
+        spy.readNows++;
+        return file.readNow?.(offset, length, options);
+      }),
+    close: () => file.close(),
+  };
+  return spy;
+}
+
+t.test('a range that fits in one chunk, read at once by the store: no stream', async (t) => {
+  const { storage, bytes, name } = await setup(t, 64 * KiB);
+  const budget = new ChunkBudget();
+  const entered = t.capture(budget, 'enter', budget.enter.bind(budget));
+  const pool = new SpyPool();
+  const pacer = new SpyPacer();
+  const header = Buffer.from(`OK ${20 * KiB}\n`);
+  const before = fds();
+  const spy = counted(await storage.open(name));
+  const chunks: Buffer[] = [];
+  for await (const chunk of download(spy.file, {
+    offset: 1000,
+    length: 20 * KiB,
+    pacer,
+    budget,
+    pool,
+    header,
+  })) {
+    chunks.push(chunk);
+  }
+  t.equal(chunks.length, 1, 'one chunk');
+  t.ok(
+    chunks[0].equals(Buffer.concat([header, bytes.subarray(1000, 1000 + 20 * KiB)])),
+    'the header, then exactly the range',
+  );
+  t.equal(chunks[0].buffer, pool.given[0]?.buffer, 'in memory the pool lent, header in place');
+  t.equal(pool.given.length, 1, 'one buffer');
+  t.equal(spy.readNows, 1, 'read at once');
+  t.equal(spy.streams, 0, 'no stream made');
+  t.equal(entered().length, 0, 'the budget was not entered');
+  t.equal(fds(), before, 'the file is closed by the time the iteration ends');
+  t.same(
+    pacer.paces.map((p) => p.bytes),
+    [20 * KiB],
+    'the pacer learns of the chunk once the consumer asks again',
+  );
+});
+
+t.test('a store that cannot read the range at once: the stream serves it', async (t) => {
+  const bytes = randomBytes(1000);
+  let closed = 0;
+  let asked = 0;
+  const fake: StoredFile = {
+    ...fakeFile(bytes.length, () => Readable.from([bytes.subarray(0, 600), bytes.subarray(600)])),
+    readNow: () => {
+      asked++;
+      return undefined; // the disk is slow: not now
+    },
+    close: async () => {
+      closed++;
+    },
+  };
+  const chunks = await collect(
+    download(fake, { offset: 0, length: 1000, pacer: new ChunkPacer() }),
+  );
+  t.equal(asked, 1);
+  t.ok(Buffer.concat(chunks).equals(bytes), 'every byte, from the stream');
+  t.equal(closed, 0, 'the stream owns the file: close() is not called');
+});
+
+t.test('a range larger than the pacer says: never read at once', async (t) => {
+  const { storage, bytes, name } = await setup(t, 64 * KiB);
+  const spy = counted(await storage.open(name));
+  const pacer = new ChunkPacer({ min: 4 * KiB, start: 16 * KiB, max: 16 * KiB });
+  const chunks = await collect(download(spy.file, { offset: 0, length: bytes.length, pacer }));
+  t.equal(spy.readNows, 0, 'not read at once');
+  t.equal(spy.streams, 1, 'streamed');
+  t.same(
+    chunks.map((c) => c.length),
+    [16 * KiB, 16 * KiB, 16 * KiB, 16 * KiB],
+  );
+  t.ok(Buffer.concat(chunks).equals(bytes));
+});
+
+t.test('read at once from a file that shrank: ShrunkError before any byte', async (t) => {
+  const { root, storage, name } = await setup(t, 64 * KiB);
+  const before = fds();
+  const file = await storage.open(name);
+  await truncate(join(root, name), 10 * KiB);
+  const spy = counted(file);
+  const { got, error } = await collectUntilError(
+    download(spy.file, {
+      offset: 0,
+      length: file.size,
+      pacer: new ChunkPacer(),
+      header: Buffer.from('OK 65536\n'),
+    }),
+  );
+  t.equal(spy.readNows, 1);
+  t.type(error, ShrunkError);
+  t.match((error as Error).message, /10240 of 65536 bytes/);
+  t.same(got, [], 'nothing left: not even the header, so the door can still answer an error');
+  t.equal(fds(), before, 'the file is closed');
+});
+
+t.test('a store whose read at once fails: the error comes out, nothing yielded', async (t) => {
+  let closed = 0;
+  const fake: StoredFile = {
+    ...fakeFile(10, () => {
+      throw new Error('stream() must not be called after a failed read');
+    }),
+    readNow: () => {
+      throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+    },
+    close: async () => {
+      closed++;
+    },
+  };
+  const pool = new SpyPool();
+  const budget = new ChunkBudget();
+  const { got, error } = await collectUntilError(
+    download(fake, { offset: 0, length: 10, pacer: new ChunkPacer(), pool, budget }),
+  );
+  t.match(error, { code: 'EIO' });
+  t.same(got, []);
+  t.equal(closed, 0, 'the store closed it: close() is not called again');
+  t.equal(budget.downloads, 0);
 });
