@@ -872,6 +872,27 @@ t.test('READ: the header leaves in one chunk with the first bytes', async (t) =>
   t.ok(chunks[0].equals(Buffer.concat([Buffer.from('OK 256\n'), ALL_BYTES])), 'header and bytes');
 });
 
+t.test('a small file that shrank after it was opened: ERR INTERNAL, still in step', async (t) => {
+  // Read at once (no stream), the shortfall is known before a byte leaves: an ERR, not a close.
+  const { root, storage: real } = await setup(t);
+  const shrinking: Storage = {
+    list: () => real.list(),
+    close: () => real.close(),
+    beginUpload: (name, size) => real.beginUpload(name, size),
+    open: async (name): Promise<StoredFile> => {
+      const file = await real.open(name);
+      await writeFile(join(root, name), '01234'); // rewritten in place: 10 → 5 bytes
+      return file;
+    },
+  };
+  const s = new Session({ storage: shrinking });
+  await s.send(line('READ,a.mp3'), line('READ,a.mp3'));
+  // The second READ opens the file as it is now (5 bytes), and nothing shrinks it further.
+  t.equal(await s.finish(), 'ERR INTERNAL\nOK 5\n01234', 'an ERR, then the next READ in step');
+  t.equal(s.errors.length, 0, 'the connection is not torn down');
+  t.match(s.faults[0]?.message, /the file shrank while it was sent \(5 of 10 bytes\)/);
+});
+
 t.test('a READ whose file fails before its first byte: ERR INTERNAL, still in step', async (t) => {
   const { storage: real } = await setup(t);
   const failing: Storage = {
