@@ -155,7 +155,8 @@ export class LocalStorage implements Storage {
       // What the descriptor really is, whatever the path went through (a folder link that
       // leads out, or through a hidden folder) or became since.
       if (!isInsideRoot(this.root, readlinkSync(`/proc/self/fd/${fd}`))) throw notFound();
-      let streamed = false;
+      // The descriptor went to a stream, was read at once, or was closed: no longer ours.
+      let released = false;
       let version: string | undefined;
       return {
         size: Number(stats.size),
@@ -168,7 +169,7 @@ export class LocalStorage implements Storage {
           return (version ??= fileVersion(stats));
         },
         stream: (offset, length, options = {}) => {
-          streamed = true; // the stream owns the descriptor now, and closes it
+          released = true; // the stream owns the descriptor now, and closes it
           return new FileRangeStream(fd, {
             offset,
             length,
@@ -181,9 +182,9 @@ export class LocalStorage implements Storage {
         // A small range the page cache answers is read at once, with no stream: making and
         // ending one cost a READ of a 64 KiB file about 7 % of its main-thread instructions.
         readNow: (offset, length, options = {}) => {
-          if (streamed) throw new Error('the file was already streamed or closed');
+          if (released) throw new Error('the file was already streamed, read or closed');
           if (!this.readPolicy.inPlace(length)) return undefined;
-          streamed = true; // closed below, whatever the read does
+          released = true; // closed below, whatever the read does
           try {
             return this.readPolicy.time(() => readRangeNow(fd, offset, length, options));
           } finally {
@@ -191,8 +192,8 @@ export class LocalStorage implements Storage {
           }
         },
         close: async () => {
-          if (!streamed) closeSync(fd);
-          streamed = true;
+          if (!released) closeSync(fd);
+          released = true;
         },
       };
     } catch (error) {

@@ -169,9 +169,7 @@ class ChunkDownload implements Download {
     this.finish();
     // Nothing has left yet: a file that shrank is an error the door can still answer.
     if (chunk.length !== length) throw new ShrunkError(chunk.length, length);
-    this.sent = length;
-    this.handed = length;
-    this.lead = undefined;
+    this.handed = length; // paced when the consumer asks again
     return header === undefined ? chunk : withHeader(header, chunk, true);
   }
 

@@ -551,7 +551,6 @@ function counted(file: StoredFile): { file: StoredFile; streams: number; readNow
   const spy = { file, streams: 0, readNows: 0 };
   spy.file = {
     ...file,
-    size: file.size,
     stream: (offset, length, options) => {
       spy.streams++;
       return file.stream(offset, length, options);
@@ -562,7 +561,6 @@ function counted(file: StoredFile): { file: StoredFile; streams: number; readNow
         spy.readNows++;
         return file.readNow?.(offset, length, options);
       }),
-    close: () => file.close(),
   };
   return spy;
 }
