@@ -25,7 +25,7 @@ import { ProtocolError, shuttingDown } from './errors.js';
 import { isInsideRoot, rethrowFault } from './catalog.js';
 import { CatalogCache, type CatalogCacheOptions } from './catalog-cache.js';
 import { FileRangeStream, readRangeNow } from './file-range-stream.js';
-import { ReadPolicy } from './read-policy.js';
+import { ReadPolicy, unexplainedLimitFor } from './read-policy.js';
 import { UnderWay } from './under-way.js';
 import { WriteBehind } from './write-behind.js';
 import { LocalReservations, LocalTally, type Reservations, type Tally } from './shared-counts.js';
@@ -113,12 +113,13 @@ export class LocalStorage implements Storage {
   /** The last catalog scan, kept until a publish or a change on disk (inotify) drops it. */
   readonly catalog: CatalogCache;
   /** Small reads in place while the page cache answers them (read-policy.ts). */
-  private readonly readPolicy = new ReadPolicy();
+  private readonly readPolicy: ReadPolicy;
   /** Bytes between an upload's background syncs. */
   private readonly writeBehindBytes: number;
 
-  private constructor(root: string, options: LocalStorageOptions) {
+  private constructor(root: string, fsType: number, options: LocalStorageOptions) {
     this.root = root;
+    this.readPolicy = new ReadPolicy({ unexplainedLimit: unexplainedLimitFor(fsType) });
     this.overwrite = options.overwrite ?? false;
     this.catalog = new CatalogCache(root, options.catalog);
     this.locks = options.locks ?? new LocalTally();
@@ -129,7 +130,8 @@ export class LocalStorage implements Storage {
   /** Creates the root if missing and deletes temporary files left by a crash. */
   static async open(root: string, options: LocalStorageOptions = {}): Promise<LocalStorage> {
     await mkdir(root, { recursive: true });
-    const storage = new LocalStorage(await realpath(root), options);
+    const real = await realpath(root);
+    const storage = new LocalStorage(real, (await statfs(real)).type, options);
     if (options.removeLeftovers ?? true) await storage.removeLeftovers();
     return storage;
   }

@@ -6,43 +6,138 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileRangeStream } from '../../lib/file-range-stream.js';
-import { ReadPolicy } from '../../lib/read-policy.js';
+import { ReadPolicy, unexplainedLimitFor } from '../../lib/read-policy.js';
 
-t.test('small reads run in place until one is slow, then go to the pool for a while', async (t) => {
+t.test(
+  'small reads run in place until the disk makes one slow, then go to the pool for a while',
+  async (t) => {
+    let now = 1000;
+    let input = 0; // the process's block input
+    const policy = new ReadPolicy({
+      maxInPlaceBytes: 1024,
+      slowMs: 1,
+      coolDownMs: 500,
+      now: () => now,
+      blockInput: () => input,
+    });
+    t.ok(policy.inPlace(1024), 'a small read, in place');
+    t.notOk(policy.inPlace(1025), 'a large one never');
+    policy.took(0.2);
+    t.ok(policy.inPlace(100), 'a fast read keeps reads in place');
+    input += 128; // the read went to the disk
+    policy.took(5);
+    t.notOk(policy.inPlace(100), 'after a slow read from the disk: the pool');
+    now += 499;
+    t.notOk(policy.inPlace(100), 'for the whole cool-down');
+    now += 1;
+    t.ok(policy.inPlace(100), 'then in place again');
+  },
+);
+
+t.test(
+  'a slow read with no block input (the thread lost its core) keeps reads in place',
+  async (t) => {
+    let now = 1000;
+    let input = 0;
+    const policy = new ReadPolicy({
+      slowMs: 1,
+      coolDownMs: 500,
+      unexplainedLimit: 3,
+      now: () => now,
+      blockInput: () => input,
+    });
+    policy.took(6);
+    t.ok(policy.inPlace(100), 'one: still in place');
+    now += 100;
+    policy.took(6);
+    t.ok(policy.inPlace(100), 'two within a cool-down: still in place');
+    now += 450; // the first is now older than a cool-down
+    policy.took(6);
+    t.ok(policy.inPlace(100), 'two within any cool-down: still in place');
+    now += 10;
+    policy.took(6);
+    t.notOk(policy.inPlace(100), 'three within one cool-down (a network filesystem): the pool');
+    now += 500;
+    t.ok(policy.inPlace(100), 'in place again after the cool-down');
+    policy.took(6);
+    policy.took(6);
+    t.ok(policy.inPlace(100), 'the count started again after the pool');
+    input += 8;
+    policy.took(6);
+    t.notOk(policy.inPlace(100), 'a slow read with block input behind it: the pool at once');
+  },
+);
+
+t.test(
+  'a root on a network or FUSE filesystem: every slow read sends reads to the pool',
+  async (t) => {
+    const nfs = 0x6969;
+    const fuse = 0x65735546;
+    const ext4 = 0xef53;
+    t.equal(unexplainedLimitFor(nfs), 1, 'NFS');
+    t.equal(unexplainedLimitFor(fuse), 1, 'FUSE (sshfs, rclone)');
+    t.ok(unexplainedLimitFor(ext4) > 1, 'a local disk: the kernel counts its block input');
+    const policy = new ReadPolicy({
+      slowMs: 1,
+      unexplainedLimit: unexplainedLimitFor(nfs),
+      now: () => 0,
+      blockInput: () => 0,
+    });
+    policy.took(6);
+    t.notOk(policy.inPlace(100), 'the first slow read, with no block input: the pool');
+  },
+);
+
+t.test('block input is blamed on a slow read only if it came recently', async (t) => {
   let now = 1000;
+  let input = 0;
+  let looks = 0;
   const policy = new ReadPolicy({
-    maxInPlaceBytes: 1024,
     slowMs: 1,
     coolDownMs: 500,
     now: () => now,
+    blockInput: () => {
+      looks++;
+      return input;
+    },
   });
-  t.ok(policy.inPlace(1024), 'a small read, in place');
-  t.notOk(policy.inPlace(1025), 'a large one never');
-  policy.took(0.2);
-  t.ok(policy.inPlace(100), 'a fast read keeps reads in place');
-  policy.took(5); // the disk
-  t.notOk(policy.inPlace(100), 'after a slow read: the pool');
-  now += 499;
-  t.notOk(policy.inPlace(100), 'for the whole cool-down');
-  now += 1;
-  t.ok(policy.inPlace(100), 'then in place again');
+  input += 64; // another thread read from the disk, long ago
+  now += 150;
+  policy.took(0.1); // a fast read, over 100 ms after the last look: counts again
+  policy.took(0.1); // one right after it does not look
+  t.equal(looks, 2, 'looked at construction and once more, not on every fast read');
+  policy.took(6);
+  t.ok(policy.inPlace(100), 'input from before the last look is not this slow read');
+  input += 64;
+  now += 50;
+  policy.took(0.1); // under 100 ms since the last look: not counted again
+  policy.took(6);
+  t.notOk(policy.inPlace(100), 'input since the last look is: the pool');
 });
 
 t.test('time() measures the read it runs, errors included', async (t) => {
   let now = 0;
-  const policy = new ReadPolicy({ slowMs: 1, coolDownMs: 100, now: () => now });
+  let input = 0;
+  const policy = new ReadPolicy({
+    slowMs: 1,
+    coolDownMs: 100,
+    now: () => now,
+    blockInput: () => input,
+  });
   t.equal(
     policy.time(() => {
       now += 2;
+      input += 8;
       return 7;
     }),
     7,
   );
-  t.notOk(policy.inPlace(10), 'a read of 2 ms counted as slow');
+  t.notOk(policy.inPlace(10), 'a read of 2 ms from the disk counted as slow');
   now += 100;
   t.throws(() =>
     policy.time(() => {
       now += 3;
+      input += 8;
       throw new Error('EIO');
     }),
   );
@@ -58,7 +153,11 @@ t.test('the range stream yields the same bytes in place, pooled, and switching',
   const policies: Record<string, ReadPolicy | undefined> = {
     'no policy (all pooled)': undefined,
     'all in place': new ReadPolicy({ maxInPlaceBytes: 1 << 20, slowMs: 1e9 }),
-    'in place, then pooled': new ReadPolicy({ maxInPlaceBytes: 1 << 20, slowMs: -1 }),
+    'in place, then pooled': new ReadPolicy({
+      maxInPlaceBytes: 1 << 20,
+      slowMs: -1,
+      unexplainedLimit: 2,
+    }),
   };
   for (const [label, policy] of Object.entries(policies)) {
     const chunks: Buffer[] = [];
