@@ -117,7 +117,7 @@ export class LocalStorage implements Storage {
   /** Bytes between an upload's background syncs. */
   private readonly writeBehindBytes: number;
 
-  private constructor(root: string, fsType: number, options: LocalStorageOptions) {
+  private constructor(root: string, fsType: bigint, options: LocalStorageOptions) {
     this.root = root;
     this.readPolicy = new ReadPolicy({ unexplainedLimit: unexplainedLimitFor(fsType) });
     this.overwrite = options.overwrite ?? false;
@@ -131,7 +131,7 @@ export class LocalStorage implements Storage {
   static async open(root: string, options: LocalStorageOptions = {}): Promise<LocalStorage> {
     await mkdir(root, { recursive: true });
     const real = await realpath(root);
-    const storage = new LocalStorage(real, (await statfs(real)).type, options);
+    const storage = new LocalStorage(real, (await statfs(real, { bigint: true })).type, options);
     if (options.removeLeftovers ?? true) await storage.removeLeftovers();
     return storage;
   }

@@ -9,16 +9,18 @@
  *
  * A read can also be slow because the thread lost its core in the middle of it: on a busy
  * machine (two cores, two server threads and their clients) that was a read of over 5 ms about
- * once a second per thread, and each sent all reads to the pool for a second, about half the
- * time, at a cost of a quarter of the server's throughput. The pool does not help a preempted
- * thread. So a slow read counts as the disk's when the process's block input (`fsRead`,
- * counted by the kernel when a read goes to a block device) grew since the last look; the
- * pool follows at once, as it always did. A slow read with no block input behind it is the
- * machine's (or a network filesystem's, which the kernel does not count as block input): it
- * sends reads to the pool only when `unexplainedLimit` of them come within a cool-down.
- * The worst case is `unexplainedLimit` slow reads in place per cool-down. A root on a network
- * or FUSE filesystem, whose slow reads never show as block input, keeps the old rule: every
- * slow read is the storage's (`unexplainedLimitFor`).
+ * once a second per thread, and each sent all reads to the pool for a second, about 40 % of the
+ * READs, at a cost of a quarter of the server's throughput. The pool does not help a preempted
+ * thread. So a slow read counts as the disk's when the block input of the process (`fsRead`,
+ * which the kernel counts when a read is sent to a block device; any thread's) grew at the last
+ * look or shortly before: then the pool follows at once. A read that waits on pages someone
+ * asked for earlier may not be seen that way; nor is a preempted read while other threads read
+ * from the disk (it is blamed on the disk: the safe side). A slow read with no block input
+ * behind it sends reads to the pool only when `unexplainedLimit` of them come within a
+ * cool-down: the worst case is that many slow reads in place per cool-down. A root on a
+ * filesystem whose reads the kernel does not count as block input (the network, FUSE, ZFS
+ * before OpenZFS 2.3) keeps the old rule: every slow read is the storage's
+ * (`unexplainedLimitFor`; a mount below the root is not looked at).
  */
 import { performance } from 'node:perf_hooks';
 
@@ -36,30 +38,40 @@ export interface ReadPolicyOptions {
   blockInput?: () => number;
 }
 
+/** Preempted reads over 5 ms came about once a second per thread on a busy two-core machine. */
+const UNEXPLAINED_LIMIT = 5;
+
 /**
- * `statfs` types of filesystems that wait on something the kernel does not count as block
- * input: the network (NFS, SMB/CIFS, Ceph, 9P, AFS) or a process (FUSE: sshfs, rclone, s3fs).
+ * `statfs` types of filesystems whose reads wait on something the kernel does not count as
+ * block input: the network, a process (FUSE: sshfs, rclone, s3fs; virtiofs and fuseblk report
+ * it too), or ZFS's own I/O (counted only from OpenZFS 2.3).
  */
-const NETWORK_FILESYSTEMS = new Set([
+const UNCOUNTED_FILESYSTEMS = new Set([
   0x6969, // NFS
-  0x517b, // SMB
+  0x517b, // SMB (old smbfs)
   0xff534d42, // CIFS
   0xfe534d42, // SMB2
   0x00c36400, // Ceph
   0x01021997, // 9P
   0x5346414f, // AFS
+  0x73757245, // Coda
+  0x0bd00bd0, // Lustre
+  0x47504653, // GPFS
+  0x19830326, // BeeGFS
+  0x20030528, // OrangeFS
   0x65735546, // FUSE
+  0x2fc12fc1, // ZFS
 ]);
 
-/** The unexplained slow reads a root on a filesystem of `statfs` type `type` may take. */
-export function unexplainedLimitFor(type: number): number {
-  return NETWORK_FILESYSTEMS.has(type) ? 1 : UNEXPLAINED_LIMIT;
+/**
+ * The unexplained slow reads a root on a filesystem of `statfs` type `type` may take. The type
+ * is taken as 32 bits: a 32-bit build reports the ones above 2^31 (CIFS, SMB2) sign-extended.
+ */
+export function unexplainedLimitFor(type: bigint): number {
+  return UNCOUNTED_FILESYSTEMS.has(Number(BigInt.asUintN(32, type))) ? 1 : UNEXPLAINED_LIMIT;
 }
 
-/** Preempted reads over 5 ms came about once a second per thread on a busy two-core machine. */
-const UNEXPLAINED_LIMIT = 5;
-
-/** How old the block-input count may be when a slow read is judged, ms. */
+/** A fast read looks at the block input at most this often, ms; growth this recent blames a slow read. */
 const RECOUNT_MS = 100;
 
 export class ReadPolicy {
@@ -74,6 +86,8 @@ export class ReadPolicy {
   /** Block input as last counted, and when: a slow read compares against it. */
   private counted: number;
   private countedAt: number;
+  /** When a look last found the block input grown. */
+  private grewAt = Number.NEGATIVE_INFINITY;
   /** When the recent slow reads with no block input behind them ended. */
   private unexplained: number[] = [];
 
@@ -92,7 +106,7 @@ export class ReadPolicy {
     this.unexplainedLimit = unexplainedLimit;
     this.now = now;
     this.blockInput = blockInput;
-    this.counted = blockInput();
+    this.counted = this.count();
     this.countedAt = now();
   }
 
@@ -101,23 +115,22 @@ export class ReadPolicy {
     return bytes <= this.maxInPlaceBytes && this.now() >= this.poolUntil;
   }
 
-  /** A read in place took `ms`. */
-  took(ms: number): void {
-    const now = this.now();
+  /** A read in place took `ms`; it ended at `now`. */
+  took(ms: number, now = this.now()): void {
     if (ms <= this.slowMs) {
       // Kept recent, so that only what happened just before a slow read is blamed on it
       // (a look costs some microseconds: not on every read).
-      if (now - this.countedAt >= RECOUNT_MS) this.recount(now);
+      if (now - this.countedAt >= RECOUNT_MS) this.look(now);
       return;
     }
-    const before = this.counted;
-    if (this.recount(now) !== before) {
-      this.goToPool(now); // the disk
+    this.look(now);
+    if (now - this.grewAt <= RECOUNT_MS) {
+      this.poolUntil = now + this.coolDownMs; // the disk
       return;
     }
     this.unexplained = this.unexplained.filter((at) => now - at < this.coolDownMs);
     this.unexplained.push(now);
-    if (this.unexplained.length >= this.unexplainedLimit) this.goToPool(now);
+    if (this.unexplained.length >= this.unexplainedLimit) this.poolUntil = now + this.coolDownMs;
   }
 
   /** Times `read` (a read in place) and learns from it. */
@@ -126,18 +139,25 @@ export class ReadPolicy {
     try {
       return read();
     } finally {
-      this.took(this.now() - started);
+      const ended = this.now();
+      this.took(ended - started, ended);
     }
   }
 
-  private recount(now: number): number {
-    this.counted = this.blockInput();
+  /** Counts the block input again; one that fell or could not be counted counts as grown. */
+  private look(now: number): void {
+    const input = this.count();
+    if (input !== this.counted) this.grewAt = now;
+    this.counted = input;
     this.countedAt = now;
-    return this.counted;
   }
 
-  private goToPool(now: number): void {
-    this.poolUntil = now + this.coolDownMs;
-    this.unexplained = [];
+  /** The block input so far; NaN (never equal to anything) if it cannot be counted. */
+  private count(): number {
+    try {
+      return this.blockInput();
+    } catch {
+      return Number.NaN;
+    }
   }
 }

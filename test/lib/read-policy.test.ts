@@ -69,14 +69,15 @@ t.test(
 );
 
 t.test(
-  'a root on a network or FUSE filesystem: every slow read sends reads to the pool',
+  'a root whose reads are not counted as block input: every slow read sends reads to the pool',
   async (t) => {
-    const nfs = 0x6969;
-    const fuse = 0x65735546;
-    const ext4 = 0xef53;
+    const nfs = 0x6969n;
     t.equal(unexplainedLimitFor(nfs), 1, 'NFS');
-    t.equal(unexplainedLimitFor(fuse), 1, 'FUSE (sshfs, rclone)');
-    t.ok(unexplainedLimitFor(ext4) > 1, 'a local disk: the kernel counts its block input');
+    t.equal(unexplainedLimitFor(0x65735546n), 1, 'FUSE (sshfs, rclone)');
+    t.equal(unexplainedLimitFor(0x2fc12fc1n), 1, 'ZFS');
+    t.equal(unexplainedLimitFor(0xff534d42n), 1, 'CIFS');
+    t.equal(unexplainedLimitFor(BigInt(0xff534d42 | 0)), 1, 'CIFS from a 32-bit build (negative)');
+    t.ok(unexplainedLimitFor(0xef53n) > 1, 'ext4: the kernel counts its block input');
     const policy = new ReadPolicy({
       slowMs: 1,
       unexplainedLimit: unexplainedLimitFor(nfs),
@@ -88,7 +89,7 @@ t.test(
   },
 );
 
-t.test('block input is blamed on a slow read only if it came recently', async (t) => {
+t.test('block input is blamed on a slow read only if it was seen growing recently', async (t) => {
   let now = 1000;
   let input = 0;
   let looks = 0;
@@ -103,16 +104,49 @@ t.test('block input is blamed on a slow read only if it came recently', async (t
   });
   input += 64; // another thread read from the disk, long ago
   now += 150;
-  policy.took(0.1); // a fast read, over 100 ms after the last look: counts again
-  policy.took(0.1); // one right after it does not look
+  policy.took(0.1); // over 100 ms since the last look: looks, and sees it
+  policy.took(0.1); // right after: does not look
   t.equal(looks, 2, 'looked at construction and once more, not on every fast read');
+  now += 150;
+  policy.took(0.1); // looks again: nothing new
   policy.took(6);
-  t.ok(policy.inPlace(100), 'input from before the last look is not this slow read');
+  t.ok(policy.inPlace(100), 'growth seen over 100 ms before a slow read is not blamed on it');
+
   input += 64;
   now += 50;
-  policy.took(0.1); // under 100 ms since the last look: not counted again
+  policy.took(0.1); // under 100 ms since the last look: does not look
   policy.took(6);
-  t.notOk(policy.inPlace(100), 'input since the last look is: the pool');
+  t.notOk(policy.inPlace(100), 'growth since the last look is: the pool');
+
+  now += 500;
+  input += 64; // a fast read's readahead, say
+  now += 100;
+  policy.took(0.1); // looks, and sees it
+  now += 20;
+  policy.took(6); // waits on those pages: no new growth at this look
+  t.notOk(policy.inPlace(100), 'growth seen just before a slow read is blamed on it');
+});
+
+t.test('a block input that falls, or cannot be counted, counts as the disk', async (t) => {
+  let now = 1000;
+  let input: number | Error = 100;
+  const policy = new ReadPolicy({
+    slowMs: 1,
+    coolDownMs: 500,
+    now: () => now,
+    blockInput: () => {
+      if (input instanceof Error) throw input;
+      return input;
+    },
+  });
+  now += 200;
+  input = 50;
+  policy.took(6);
+  t.notOk(policy.inPlace(100), 'a count that fell');
+  now += 1000;
+  input = new Error('no rusage');
+  policy.took(6);
+  t.notOk(policy.inPlace(100), 'a count that failed');
 });
 
 t.test('time() measures the read it runs, errors included', async (t) => {
