@@ -62,12 +62,24 @@ async function tempDir(t: Teardown, prefix = 'ioe-cli-test-'): Promise<string> {
   return dir;
 }
 
+/**
+ * Servers still running when this file's tests end (a test that failed before its server
+ * exited): killed, so that none outlives the run. Such a server once went on listening after
+ * its test had timed out and removed the folder whose absence it was meant to refuse.
+ */
+const running = new Set<ChildProcess>();
+t.teardown(() => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 /** Spawns the executable and collects its output. */
 function launch(args: string[], cwd?: string) {
   const child = spawn(process.execPath, [SERVER, ...args], {
     cwd,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let stdout = '';
   let stderr = '';
   const listeners = new Set<() => void>();
@@ -435,7 +447,8 @@ t.test('bad option values exit non-zero with a message', async (t) => {
       // The last occurrence of an option wins: the bad value comes last.
       const proc = launch(['--port', '0', '--root', join(dir, 'root'), ...args]);
       proc.child.stdin!.end();
-      const exit = await proc.waitExit();
+      // Ten servers start at once: on a busy two-core machine one took over 10 s.
+      const exit = await proc.waitExit(30_000);
       t.not(exit.code, 0, `${args.join(' ')}: non-zero exit`);
       t.not(exit.code, null, `${args.join(' ')}: exited by itself`);
       t.match(proc.stderr(), /\S/, `${args.join(' ')}: a message on stderr`);
