@@ -71,7 +71,10 @@ export function unexplainedLimitFor(type: bigint): number {
   return UNCOUNTED_FILESYSTEMS.has(Number(BigInt.asUintN(32, type))) ? 1 : UNEXPLAINED_LIMIT;
 }
 
-/** A fast read looks at the block input at most this often, ms; growth this recent blames a slow read. */
+/**
+ * A fast read looks at the block input at most this often, ms; growth seen this recently is
+ * blamed on a slow read.
+ */
 const RECOUNT_MS = 100;
 
 export class ReadPolicy {
@@ -124,13 +127,13 @@ export class ReadPolicy {
       return;
     }
     this.look(now);
-    if (now - this.grewAt <= RECOUNT_MS) {
-      this.poolUntil = now + this.coolDownMs; // the disk
-      return;
+    const fromDisk = now - this.grewAt <= RECOUNT_MS;
+    if (!fromDisk) {
+      this.unexplained = this.unexplained.filter((at) => now - at < this.coolDownMs);
+      this.unexplained.push(now);
+      if (this.unexplained.length < this.unexplainedLimit) return;
     }
-    this.unexplained = this.unexplained.filter((at) => now - at < this.coolDownMs);
-    this.unexplained.push(now);
-    if (this.unexplained.length >= this.unexplainedLimit) this.poolUntil = now + this.coolDownMs;
+    this.poolUntil = now + this.coolDownMs;
   }
 
   /** Times `read` (a read in place) and learns from it. */
