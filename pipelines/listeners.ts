@@ -6,9 +6,12 @@
  * waited up to seconds for their turn. With several sockets on the port the kernel spreads new
  * connections over them, and each turn accepts one per socket. On an older Node, one socket.
  *
- * A port another process holds is refused as before (EADDRINUSE): the port is first bound
- * without SO_REUSEPORT, then released and bound again by the set. Only a process of the same
- * user binding it in between, with SO_REUSEPORT itself, could share it.
+ * A port another process holds is refused as before (EADDRINUSE): a port given is first bound
+ * without SO_REUSEPORT, then released and bound again by the set; only a process of the same
+ * user binding it in between, with SO_REUSEPORT itself, could share it. Port 0 has no such gap:
+ * the set's first socket binds it with SO_REUSEPORT, and the kernel picks a port no socket
+ * holds; a process of the same user could still ask for that port by number with SO_REUSEPORT.
+ * A set that fails to bind closes the sockets it had bound.
  */
 import type { AddressInfo, Server } from 'node:net';
 import { createServer } from 'node:net';
@@ -59,15 +62,10 @@ export class Listeners<S extends Server> {
     }
     if (port === 0) {
       // The kernel picks a port no socket holds, with SO_REUSEPORT or without (3,000 such
-      // binds held at once never got one port twice): no other process can share it. A probe
-      // released before the set binds left a gap in which another server started at the same
-      // moment could be given the same free port and share it (seen once in the test suite:
-      // a connection answered by the other server).
-      const first = this.make();
-      const address = await listenOnce(first, { port, host, reusePort: true });
-      this.servers.push(first);
-      await this.bind(address.port, host, this.count - 1);
-      return address;
+      // binds held at once never got one port twice). A probe released before the set binds
+      // left a gap in which another server starting at that moment could be given the same
+      // free port and share it (seen once in the test suite: a connection the other took).
+      return this.bind(0, host, this.count);
     }
     // Claim the port alone first: taken by anyone, it fails here as it would without sharing.
     const probe = createServer();
@@ -84,15 +82,24 @@ export class Listeners<S extends Server> {
     return this.bind(port, host, this.count);
   }
 
-  /** Binds `count` more sockets of the set to `port` with SO_REUSEPORT. */
+  /**
+   * Binds `count` sockets with SO_REUSEPORT: the first to `port` (0: a free one), the rest to
+   * the port it got. On a failure the sockets bound so far are closed before it rejects.
+   */
   private async bind(port: number, host: string, count: number): Promise<AddressInfo> {
     let address: AddressInfo | undefined;
-    for (let i = 0; i < count; i++) {
-      const server = this.make();
-      address = await listenOnce(server, { port, host, reusePort: true });
-      this.servers.push(server);
+    try {
+      for (let i = 0; i < count; i++) {
+        const server = this.make();
+        address = await listenOnce(server, { port: address?.port ?? port, host, reusePort: true });
+        this.servers.push(server);
+      }
+    } catch (error) {
+      await this.close();
+      this.servers.length = 0;
+      throw error;
     }
-    return address ?? (this.servers[0]!.address() as AddressInfo);
+    return address!;
   }
 
   /** Stops accepting on every socket; `closed` when they and their connections are gone. */
