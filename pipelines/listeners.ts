@@ -65,7 +65,7 @@ export class Listeners<S extends Server> {
       // binds held at once never got one port twice). A probe released before the set binds
       // left a gap in which another server starting at that moment could be given the same
       // free port and share it (seen once in the test suite: a connection the other took).
-      return this.bind(0, host, this.count);
+      return this.bind(0, host);
     }
     // Claim the port alone first: taken by anyone, it fails here as it would without sharing.
     const probe = createServer();
@@ -79,17 +79,17 @@ export class Listeners<S extends Server> {
    * (another thread's door, `--threads`): the kernel then spreads new connections over both.
    */
   async join(port: number, host: string): Promise<AddressInfo> {
-    return this.bind(port, host, this.count);
+    return this.bind(port, host);
   }
 
   /**
-   * Binds `count` sockets with SO_REUSEPORT: the first to `port` (0: a free one), the rest to
+   * Binds the set's sockets with SO_REUSEPORT: the first to `port` (0: a free one), the rest to
    * the port it got. On a failure the sockets bound so far are closed before it rejects.
    */
-  private async bind(port: number, host: string, count: number): Promise<AddressInfo> {
+  private async bind(port: number, host: string): Promise<AddressInfo> {
     let address: AddressInfo | undefined;
     try {
-      for (let i = 0; i < count; i++) {
+      for (let i = 0; i < this.count; i++) {
         const server = this.make();
         address = await listenOnce(server, { port: address?.port ?? port, host, reusePort: true });
         this.servers.push(server);

@@ -19,9 +19,12 @@ processOnSpawn.addListener((options) => {
   const nodeOptions = options.env.NODE_OPTIONS;
   if (nodeOptions === undefined) return;
   // Quoted by tap one option a word; a URL has no spaces (they are %20).
-  const kept = nodeOptions.split(' ').filter((word) => !TAP_HOOK.test(word));
+  const kept = nodeOptions
+    .split(' ')
+    .filter((word) => !TAP_HOOK.test(word))
+    .join(' ');
   const env = { ...options.env };
-  if (kept.join('') === '') delete env.NODE_OPTIONS;
-  else env.NODE_OPTIONS = kept.join(' ');
+  if (kept.trim() === '') delete env.NODE_OPTIONS;
+  else env.NODE_OPTIONS = kept;
   options.env = env;
 });
